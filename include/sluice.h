@@ -1,0 +1,531 @@
+/*
+ * sluice.h -- the public API of libsluice, an asynchronous HTTP/1.1 client.
+ *
+ * This is the only header users include. Everything here is prefixed `sl_`
+ * (types `sl_<noun>_t`, functions `sl_<noun>_<verb>`, macros `SL_`). Names
+ * containing a double underscore (`sl__`) are private: they appear here only
+ * because handles are embedded in caller memory and the compiler needs their
+ * size. Do not touch them.
+ *
+ * Threading: every function must be called from the thread that runs the
+ * loop, except where its comment says "any thread" (sl_async_send) or the
+ * function runs on a worker (a sl_work_cb).
+ *
+ * Errors: functions return 0 or a negative SL_E* code. OS errors equal
+ * -errno; sluice's own codes live in a reserved range below
+ * SL__ERR_BASE. sl_strerror() and sl_err_name() describe any code.
+ *
+ * Memory: the library never aborts on allocation failure; it returns
+ * SL_ENOMEM. Handles (sl_loop_t, sl_io_t, sl_timer_t, sl_defer_t,
+ * sl_async_t, sl_work_t) live in caller memory; the library keeps pointers
+ * to them while they are active and never frees them.
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SL_VERSION_MAJOR 0
+#define SL_VERSION_MINOR 1
+#define SL_VERSION_PATCH 0
+#define SL_VERSION_STRING "0.1.0"
+
+/* The version of the library actually linked, as "MAJOR.MINOR.PATCH". */
+const char *sl_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * One list generates the enum, sl_strerror() and sl_err_name().
+ * SL__OS_ERRNO_MAP: codes whose value is -errno.
+ * SL__OWN_ERRNO_MAP: sluice's own codes, numbered downwards from
+ * SL__ERR_BASE so that they can never collide with an errno value.
+ * New codes are appended at the end of their list: values are part of the ABI.
+ */
+#define SL__OS_ERRNO_MAP(XX)                                                                      \
+    XX(EPERM, "operation not permitted")                                                           \
+    XX(ENOENT, "no such file or directory")                                                        \
+    XX(EINTR, "interrupted system call")                                                           \
+    XX(EIO, "i/o error")                                                                           \
+    XX(E2BIG, "argument list too long")                                                            \
+    XX(EBADF, "bad file descriptor")                                                               \
+    XX(EAGAIN, "resource temporarily unavailable")                                                 \
+    XX(ENOMEM, "not enough memory")                                                                \
+    XX(EACCES, "permission denied")                                                                \
+    XX(EFAULT, "bad address")                                                                      \
+    XX(EBUSY, "resource busy or locked")                                                           \
+    XX(EEXIST, "already exists")                                                                   \
+    XX(ENOTDIR, "not a directory")                                                                 \
+    XX(EISDIR, "is a directory")                                                                   \
+    XX(EINVAL, "invalid argument")                                                                 \
+    XX(ENFILE, "file table overflow")                                                              \
+    XX(EMFILE, "too many open files")                                                              \
+    XX(EFBIG, "file too large")                                                                    \
+    XX(ENOSPC, "no space left on device")                                                          \
+    XX(ESPIPE, "invalid seek")                                                                     \
+    XX(EROFS, "read-only file system")                                                             \
+    XX(EPIPE, "broken pipe")                                                                       \
+    XX(ERANGE, "result too large")                                                                 \
+    XX(ENAMETOOLONG, "name too long")                                                              \
+    XX(ENOSYS, "function not implemented")                                                         \
+    XX(ENOTSUP, "operation not supported")                                                         \
+    XX(EAFNOSUPPORT, "address family not supported")                                               \
+    XX(EADDRINUSE, "address already in use")                                                       \
+    XX(EADDRNOTAVAIL, "address not available")                                                     \
+    XX(ENETDOWN, "network is down")                                                                \
+    XX(ENETUNREACH, "network is unreachable")                                                      \
+    XX(ECONNABORTED, "software caused connection abort")                                           \
+    XX(ECONNRESET, "connection reset by peer")                                                     \
+    XX(ENOBUFS, "no buffer space available")                                                       \
+    XX(EISCONN, "socket is already connected")                                                     \
+    XX(ENOTCONN, "socket is not connected")                                                        \
+    XX(ETIMEDOUT, "connection timed out")                                                          \
+    XX(ECONNREFUSED, "connection refused")                                                         \
+    XX(EHOSTUNREACH, "host is unreachable")                                                        \
+    XX(EALREADY, "operation already in progress")                                                  \
+    XX(EINPROGRESS, "operation in progress")                                                       \
+    XX(ECANCELED, "operation canceled")
+
+#define SL__OWN_ERRNO_MAP(XX)                                                                     \
+    XX(EOF, "end of file")                                                                         \
+    XX(ECLOSING, "the loop or handle is closing")                                                  \
+    XX(EBACKEND, "unknown or unavailable event backend")                                           \
+    XX(EURL, "malformed URL")                                                                      \
+    XX(EUNSUPPORTED_SCHEME, "unsupported URL scheme")                                              \
+    XX(EDNS, "could not resolve host")                                                             \
+    XX(EDNS_SERVER, "DNS server failure")                                                          \
+    XX(ECONNECT, "could not connect to any address")                                               \
+    XX(ETLS, "TLS error")                                                                          \
+    XX(EPARSE, "malformed HTTP response")                                                          \
+    XX(ETRUNCATED, "response ended before the body was complete")                                  \
+    XX(EHEADER_TOO_BIG, "response headers exceed the configured limit")                            \
+    XX(EBODY_TOO_BIG, "response body exceeds the configured limit")                                \
+    XX(EBAD_HEADER, "invalid request header name or value")                                        \
+    XX(ETOO_MANY_REDIRECTS, "too many redirects")                                                  \
+    XX(EREDIRECT_REFUSED, "redirect refused by policy")                                            \
+    XX(EHTTP_STATUS, "HTTP status indicates failure")                                              \
+    XX(EDECODE, "content decoding failed")                                                         \
+    XX(ETIMEDOUT_QUEUE, "timed out waiting for a connection slot")                                 \
+    XX(ETIMEDOUT_CONNECT, "connect timed out")                                                     \
+    XX(ETIMEDOUT_TLS, "TLS handshake timed out")                                                   \
+    XX(ETIMEDOUT_FIRSTBYTE, "timed out waiting for the first response byte")                       \
+    XX(ETIMEDOUT_READ, "read timed out (no data between bytes)")                                   \
+    XX(ETIMEDOUT_TOTAL, "transfer exceeded its total time limit")
+
+#define SL__ERR_BASE (-30000)
+
+enum sl__err_own_index {
+#define SL__XX(code, _) SL__IDX_##code,
+    SL__OWN_ERRNO_MAP(SL__XX)
+#undef SL__XX
+        SL__IDX_COUNT
+};
+
+typedef enum {
+#define SL__XX(code, _) SL_##code = -(code),
+    SL__OS_ERRNO_MAP(SL__XX)
+#undef SL__XX
+#define SL__XX(code, _) SL_##code = SL__ERR_BASE - SL__IDX_##code,
+        SL__OWN_ERRNO_MAP(SL__XX)
+#undef SL__XX
+} sl_errno_t;
+
+/* A static, human-readable description of `err`; never NULL. */
+const char *sl_strerror(int err);
+/* The symbolic name of `err` without the prefix ("EAGAIN", "ETLS");
+ * "UNKNOWN" for codes sluice does not know. Never NULL. */
+const char *sl_err_name(int err);
+/* Translate an errno value (positive) into an SL_E* code. */
+static inline int sl_translate_errno(int e)
+{
+    return e > 0 ? -e : e;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Private plumbing needed for embedded handles                             */
+/* ------------------------------------------------------------------------ */
+
+/* An intrusive circular doubly-linked list node (private). */
+struct sl__queue {
+    struct sl__queue *next;
+    struct sl__queue *prev;
+};
+
+/* Timer wheel geometry (private): 11 levels of 64 slots of 1 ms granules
+ * cover every 64-bit deadline, so no deadline is ever clamped. */
+#define SL__WHEEL_BITS 6
+#define SL__WHEEL_SLOTS (1u << SL__WHEEL_BITS)
+#define SL__WHEEL_LEVELS 11
+
+struct sl__wheel {
+    uint64_t last_run;                 /* every slot before this ms has run */
+    uint64_t seq;                      /* arming sequence, for tie ordering */
+    uint64_t occupied[SL__WHEEL_LEVELS]; /* bit s set: slot s is non-empty */
+    struct sl__queue due;              /* armed with a deadline already past */
+    struct sl__queue slots[SL__WHEEL_LEVELS][SL__WHEEL_SLOTS];
+};
+
+typedef struct sl_loop_s sl_loop_t;
+typedef struct sl_io_s sl_io_t;
+typedef struct sl_timer_s sl_timer_t;
+typedef struct sl_defer_s sl_defer_t;
+typedef struct sl_async_s sl_async_t;
+typedef struct sl_work_s sl_work_t;
+
+/* A clock for tests: returns monotonic nanoseconds. */
+typedef uint64_t (*sl_clock_fn)(void *arg);
+
+struct sl__event {
+    int fd;
+    unsigned events;
+};
+
+/* Per-fd state of a loop (private). */
+struct sl__fdinfo {
+    sl_io_t *io;          /* the started watcher, or NULL */
+    int32_t backend_index; /* poll: index in the pollfd array, -1 if none */
+    uint8_t kernel;       /* interest the backend has registered */
+    uint8_t dirty;        /* queued in loop->dirty */
+    int16_t error;        /* registration failed at flush: errno, delivered as SL_EV_ERR */
+};
+
+/* Called when a closed handle may be freed, always from a later point of
+ * the loop than the call that closed it. */
+typedef void (*sl_close_cb)(void *handle);
+
+/* A handle waiting on loop->closing_queue for its close callback (private). */
+struct sl__closing {
+    struct sl__queue node;
+    sl_close_cb cb;
+    void *handle;
+};
+
+#define SL__MAX_EVENTS 1024
+
+/* ------------------------------------------------------------------------ */
+/* The loop                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A single-threaded reactor: I/O readiness, timers, deferred callbacks and
+ * completions of work offloaded to a thread pool. One iteration:
+ *
+ *   1. update the cached clock;           4. wait for I/O (epoll/poll/kqueue)
+ *   2. run deferred callbacks;               with a timeout derived from 2-3;
+ *   3. run expired timers;                 5. update the clock, dispatch I/O,
+ *                                             run expired timers;
+ *                                          6. run close callbacks.
+ *
+ * Interest changes made during an iteration are applied once, just before
+ * step 4. The struct lives in caller memory; its fields are private except
+ * `data`.
+ */
+struct sl_loop_s {
+    void *data; /* user context, never touched by sluice */
+
+    /* private */
+    uint64_t now_ms;
+    uint64_t now_ns;
+    sl_clock_fn clock;
+    void *clock_arg;
+    unsigned active;     /* referenced active handles and requests */
+    bool stop_flag;
+    bool closing;
+    const struct sl__backend *backend;
+    int backend_fd;      /* epoll/kqueue descriptor, -1 for poll */
+    void *backend_data;  /* poll: pollfd array and fd map */
+    struct sl__fdinfo *fds; /* indexed by fd: watcher and kernel state */
+    unsigned nfds;
+    int *dirty;          /* fds whose interest changed this iteration */
+    unsigned ndirty;
+    unsigned nfd_errors; /* fds whose registration failed at flush */
+    struct sl__queue closing_queue; /* handles waiting for their close cb */
+    struct sl__queue defer_queue;
+    struct sl__event *events; /* events of the batch being dispatched */
+    int nevents;
+    int dispatch_index;
+    struct sl__wheel wheel;
+    /* async wake-up: an eventfd (or the read end of a pipe) and its watcher */
+    int async_fd;
+    int async_wfd;
+    struct sl_io_s *async_io;
+    struct sl__queue async_handles;
+    void *workq; /* lazily created thread pool (reactor/workq.c) */
+    uint64_t iterations;
+};
+
+/* Initialise a loop. The backend is the build's default unless the
+ * environment variable SLUICE_BACKEND names another compiled-in one
+ * ("epoll", "poll", "kqueue").
+ * Returns 0, SL_ENOMEM, SL_EBACKEND (unknown SLUICE_BACKEND) or an OS error. */
+int sl_loop_init(sl_loop_t *loop);
+
+/* Close a loop that has no active handles left. Offloaded work still
+ * pending is drained first: queued jobs are cancelled (their after_work
+ * callback runs here with SL_ECANCELED), running jobs are waited for (their
+ * after_work runs here with 0), and the worker threads are joined.
+ * Returns 0, or SL_EBUSY (nothing is closed) while an I/O watcher, timer,
+ * deferred callback or async handle is still active or a close callback is
+ * pending: run the loop until they are done. */
+int sl_loop_close(sl_loop_t *loop);
+
+/* Run the loop until it has no active handles or requests left, or until
+ * sl_loop_stop() is called from a callback. Returns 0, or a negative
+ * SL_E* code if the backend failed. Must not be called re-entrantly. */
+int sl_loop_run(sl_loop_t *loop);
+
+/* Run one iteration, waiting for I/O at most `timeout_ms` milliseconds
+ * (-1: until the next timer is due, or indefinitely if none). The wait is
+ * shortened to 0 when deferred callbacks or close callbacks are pending.
+ * Returns the number of active handles left (>= 0), or a negative SL_E*. */
+int sl_loop_run_once(sl_loop_t *loop, int timeout_ms);
+
+/* Make sl_loop_run() return after the current iteration. */
+void sl_loop_stop(sl_loop_t *loop);
+
+/* The cached monotonic clock, updated once per iteration (and by
+ * sl_loop_update_time()). Milliseconds and nanoseconds from an arbitrary
+ * origin; use the difference of two readings. */
+uint64_t sl_loop_now(const sl_loop_t *loop);
+uint64_t sl_loop_now_ns(const sl_loop_t *loop);
+/* Refresh the cached clock now (e.g. after a long computation). */
+void sl_loop_update_time(sl_loop_t *loop);
+
+/* Replace the clock (tests): `fn(arg)` returns monotonic nanoseconds and is
+ * read once per iteration. NULL restores the system monotonic clock.
+ * The new clock must not go backwards relative to the old one. */
+void sl_loop_set_clock(sl_loop_t *loop, sl_clock_fn fn, void *arg);
+
+/* The name of the backend in use: "epoll", "poll" or "kqueue". */
+const char *sl_loop_backend(const sl_loop_t *loop);
+
+/* Whether the loop has active handles or requests (what keeps run going). */
+bool sl_loop_alive(const sl_loop_t *loop);
+
+/* ------------------------------------------------------------------------ */
+/* I/O watchers                                                             */
+/* ------------------------------------------------------------------------ */
+
+#define SL_EV_READ 0x1u  /* readable (or EOF) */
+#define SL_EV_WRITE 0x2u /* writable */
+#define SL_EV_HUP 0x4u   /* peer hung up; delivered even if not asked for */
+#define SL_EV_ERR 0x8u   /* error pending on the fd; delivered even if not asked for */
+
+/* Readiness callback: `events` is the subset of SL_EV_READ|SL_EV_WRITE the
+ * watcher asked for, plus SL_EV_HUP and SL_EV_ERR when the kernel reports
+ * them (with HUP/ERR, READ is also set if it was asked for, so that a reader
+ * reads and sees EOF or the error). Level-triggered: an unread fd is
+ * reported again in the next iteration. */
+typedef void (*sl_io_cb)(sl_io_t *io, unsigned events);
+
+struct sl_io_s {
+    void *data; /* user context */
+    /* private */
+    sl_loop_t *loop;
+    sl_io_cb cb;
+    int fd;
+    unsigned events;  /* interest wanted by the user */
+    unsigned flags;
+    struct sl__closing closing;
+};
+
+/* Prepare `io` to watch `fd` (which the caller keeps owning and closes
+ * itself, after sl_io_stop or sl_io_close). Does not start watching.
+ * Returns 0 or SL_EINVAL (negative fd). */
+int sl_io_init(sl_loop_t *loop, sl_io_t *io, int fd, sl_io_cb cb);
+
+/* Watch for `events` (SL_EV_READ and/or SL_EV_WRITE), replacing any
+ * previous interest; 0 is the same as sl_io_stop(). The change is applied
+ * to the kernel once, just before the loop next waits, so it is cheap to
+ * call repeatedly. Safe from any callback.
+ * Returns 0, SL_ENOMEM, SL_EEXIST (another watcher has this fd),
+ * SL_ECLOSING (io was closed) or SL_EINVAL. */
+int sl_io_start(sl_io_t *io, unsigned events);
+
+/* Stop watching. Pending events of the batch being dispatched are dropped:
+ * after this returns the callback is not called again, and the caller may
+ * close the fd immediately. Safe from any callback. */
+void sl_io_stop(sl_io_t *io);
+
+/* Stop watching and call `close_cb(io)` from a later point of the loop
+ * (never inside this call). The memory of `io` must stay valid until then.
+ * `close_cb` may be NULL. */
+void sl_io_close(sl_io_t *io, sl_close_cb close_cb);
+
+/* Whether `io` has a non-zero interest. */
+bool sl_io_active(const sl_io_t *io);
+
+/* An unreferenced active watcher does not keep sl_loop_run() going. */
+void sl_io_unref(sl_io_t *io);
+void sl_io_ref(sl_io_t *io);
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Timers live in a hierarchical timing wheel (1 ms granules, 11 levels of
+ * 64 slots): arming, stopping and re-arming are O(1) and never allocate.
+ *
+ * Guarantees: a timer never fires before `sl_loop_now() >= deadline`, where
+ * deadline = sl_loop_now() at arming + timeout. It fires in the first loop
+ * iteration whose cached clock has reached the deadline; the wheel adds no
+ * lateness of its own (timers far in the future are cascaded to finer levels
+ * with their exact deadline), so the lateness bound is the loop's own:
+ * the time the iteration spends in other callbacks plus the backend's wait
+ * resolution (1 ms). Timers due in the same iteration fire in order of
+ * deadline, then in order of arming. A timer armed from inside a timer
+ * callback never fires in that same batch, even with timeout 0.
+ */
+typedef void (*sl_timer_cb)(sl_timer_t *t);
+
+struct sl_timer_s {
+    void *data; /* user context */
+    /* private */
+    sl_loop_t *loop;
+    sl_timer_cb cb;
+    uint64_t deadline; /* ms, on the loop clock */
+    uint64_t repeat;   /* ms, 0 = one-shot */
+    uint64_t seq;      /* arming order */
+    struct sl__queue node;
+    int32_t where;     /* SL__TIMER_* or a slot index (level * 64 + slot) */
+    uint32_t flags;
+};
+
+/* Prepare a timer; it is inactive. Cannot fail. */
+void sl_timer_init(sl_loop_t *loop, sl_timer_t *t, sl_timer_cb cb);
+
+/* Arm (or re-arm) `t` to fire `timeout_ms` from sl_loop_now(), then every
+ * `repeat_ms` if non-zero. Re-arming an active timer moves its deadline.
+ * A repeating timer is re-armed *before* its callback runs (from the time it
+ * was due), so the callback may stop it, re-arm it or free its memory.
+ * O(1), never allocates. Returns 0 or SL_EINVAL (no callback). */
+int sl_timer_start(sl_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms);
+
+/* Disarm. Safe on an inactive timer and from any callback. O(1). */
+void sl_timer_stop(sl_timer_t *t);
+
+/* Re-arm a repeating timer `repeat` ms from now; SL_EINVAL if it has no
+ * repeat interval. */
+int sl_timer_again(sl_timer_t *t);
+
+bool sl_timer_active(const sl_timer_t *t);
+/* The absolute deadline in loop milliseconds (meaningful when active). */
+uint64_t sl_timer_deadline(const sl_timer_t *t);
+void sl_timer_unref(sl_timer_t *t);
+void sl_timer_ref(sl_timer_t *t);
+
+/* ------------------------------------------------------------------------ */
+/* Deferred callbacks                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Runs at the start of the next loop iteration, never inside the call that
+ * queued it. A deferred callback queued from inside a deferred callback runs
+ * in the iteration after. While any is queued the loop does not block. */
+typedef void (*sl_defer_cb)(sl_defer_t *d);
+
+struct sl_defer_s {
+    void *data;
+    /* private */
+    sl_loop_t *loop;
+    sl_defer_cb cb;
+    struct sl__queue node;
+    bool queued;
+};
+
+void sl_defer_init(sl_loop_t *loop, sl_defer_t *d, sl_defer_cb cb);
+/* Queue `d` once; queuing an already queued one does nothing. */
+void sl_defer_start(sl_defer_t *d);
+/* Unqueue; the callback will not run. Safe on an idle one. */
+void sl_defer_stop(sl_defer_t *d);
+bool sl_defer_pending(const sl_defer_t *d);
+
+/* ------------------------------------------------------------------------ */
+/* Async handles: waking the loop from any thread                           */
+/* ------------------------------------------------------------------------ */
+
+/* Runs on the loop thread after one or more sl_async_send() calls (sends
+ * that arrive before the callback runs are coalesced into one call). */
+typedef void (*sl_async_cb)(sl_async_t *a);
+
+struct sl_async_s {
+    void *data;
+    /* private */
+    sl_loop_t *loop;
+    sl_async_cb cb;
+    struct sl__queue node;
+    struct sl__closing closing;
+    int pending; /* atomic: a send has not been delivered yet */
+    unsigned flags;
+};
+
+/* Register `a` on the loop (loop thread only). An async handle is active,
+ * and keeps sl_loop_run() going, until sl_async_close() (or sl_async_unref()).
+ * Returns 0, SL_ENOMEM or an OS error creating the wake-up descriptor. */
+int sl_async_init(sl_loop_t *loop, sl_async_t *a, sl_async_cb cb);
+
+/* Any thread, async-signal-safe: make `cb` run soon on the loop thread.
+ * Returns 0. Must not be called after sl_async_close() has been called. */
+int sl_async_send(sl_async_t *a);
+
+/* Loop thread only. `close_cb(a)` runs from a later point of the loop. */
+void sl_async_close(sl_async_t *a, sl_close_cb close_cb);
+void sl_async_unref(sl_async_t *a);
+void sl_async_ref(sl_async_t *a);
+
+/* ------------------------------------------------------------------------ */
+/* Thread-pool offload                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* `work_cb` runs on a pool thread and must not call sluice functions other
+ * than sl_async_send(). `after_work_cb` runs on the loop thread with
+ * status 0 after work_cb returned, or SL_ECANCELED if the job was cancelled
+ * before a worker started it (work_cb then never ran). */
+typedef void (*sl_work_cb)(sl_work_t *req);
+typedef void (*sl_after_work_cb)(sl_work_t *req, int status);
+
+struct sl_work_s {
+    void *data;
+    /* private */
+    sl_loop_t *loop;
+    sl_work_cb work_cb;
+    sl_after_work_cb after_work_cb;
+    struct sl__queue node;
+    int state;
+    int status;
+};
+
+/*
+ * Queue `req` (zero-initialised before its first submit; it may be submitted
+ * again once its after_work callback has run) on the loop's thread pool (created on first use with
+ * SLUICE_THREADPOOL_SIZE threads, default 4, at most 128). The request is
+ * active, and keeps the loop alive, until after_work_cb has run. `req` must
+ * stay valid until then. after_work_cb never runs inside this call.
+ * Returns 0, SL_EINVAL (no work_cb or after_work_cb, or req already
+ * queued), SL_ECLOSING (the loop is closing), SL_ENOMEM or an OS error
+ * starting the threads.
+ */
+int sl_work_submit(sl_loop_t *loop, sl_work_t *req, sl_work_cb work_cb,
+                   sl_after_work_cb after_work_cb);
+
+/* Cancel a job that no worker has started: returns 0 and after_work_cb
+ * runs later (not inside this call) with SL_ECANCELED. Returns SL_EBUSY if a
+ * worker has started or finished it (after_work_cb will run with 0), or
+ * SL_EINVAL if `req` is not pending. Loop thread only. */
+int sl_work_cancel(sl_work_t *req);
+
+
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLUICE_H */

@@ -1,0 +1,458 @@
+/*
+ * timer.c -- timers on a hierarchical timing wheel (1 ms granules).
+ *
+ * The wheel has SL__WHEEL_LEVELS (11) levels of 64 slots. A slot of level L spans 64^L ms
+ * (L0: 1 ms, L1: 64 ms, L2: 4.1 s, L3: 4.4 min, L4: 4.7 h, L5: 12 days, L6: 2.2 years, ...),
+ * so 11 levels of 6 bits cover every 64-bit deadline exactly: nothing is ever clamped.
+ * A deadline d >= last_run goes to the level of the highest 6-bit group in which d and last_run
+ * differ, in the slot named by that group of d (h2o's timerwheel). A level-0 slot thus holds one
+ * exact deadline. When the clock reaches the start of a coarser slot, the slot is cascaded: its
+ * timers are re-linked relative to the new last_run and drop to finer levels, still carrying their
+ * exact deadline. So the wheel adds no lateness of its own: a timer fires at the first collect
+ * whose `now` has reached its deadline, never before. A timer armed with a deadline already behind
+ * last_run waits on the `due` list for the next collect. Each batch of expired timers is handed
+ * out in order of (deadline, arming sequence). Arming, re-arming and stopping are O(1) and never
+ * allocate; a re-arm into the slot the timer already occupies only rewrites its deadline (Linux
+ * mod_timer).
+ */
+#include "reactor-int.h"
+
+#include <limits.h>
+#include <string.h>
+
+#define WHEEL_MASK (SL__WHEEL_SLOTS - 1u)
+
+/* Shifts by 64 or more are undefined in C, and the top level's group ends at bit 66. */
+static inline uint64_t shr64(uint64_t x, unsigned n)
+{
+    return n >= 64 ? 0 : x >> n;
+}
+
+static inline uint64_t shl64(uint64_t x, unsigned n)
+{
+    return n >= 64 ? 0 : x << n;
+}
+
+static inline uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a + b < a ? UINT64_MAX : a + b;
+}
+
+/* The 6-bit group of `t` that indexes level `lv` (at most bit 60 + 6: no overflow). */
+static inline unsigned slot_index(uint64_t t, unsigned lv)
+{
+    return (unsigned)(t >> (SL__WHEEL_BITS * lv)) & WHEEL_MASK;
+}
+
+/* The first millisecond of slot `s` of level `lv`, in the block of `base`: the groups of `base`
+ * above `lv`, then `s`, then zeros. */
+static inline uint64_t slot_start(uint64_t base, unsigned lv, unsigned s)
+{
+    unsigned lo = SL__WHEEL_BITS * lv, hi = lo + SL__WHEEL_BITS;
+
+    return shl64(shr64(base, hi), hi) | ((uint64_t)s << lo);
+}
+
+/* Where a timer with deadline `d` belongs now: a slot number (level * 64 + slot) or the due
+ * list. */
+static int32_t wheel_where(const struct sl__wheel *w, uint64_t d)
+{
+    uint64_t diff;
+    unsigned lv;
+
+    if (d < w->last_run)
+        return SL__TIMER_DUE;
+    diff = d ^ w->last_run;
+    lv = diff == 0 ? 0 : (unsigned)(63 - __builtin_clzll(diff)) / SL__WHEEL_BITS;
+    return (int32_t)(lv * SL__WHEEL_SLOTS + slot_index(d, lv));
+}
+
+static inline sl_timer_t *node_timer(const struct sl__queue *q)
+{
+    return sl__queue_data(q, sl_timer_t, node);
+}
+
+void sl__wheel_init(struct sl__wheel *w, uint64_t now_ms)
+{
+    w->last_run = now_ms;
+    w->seq = 0;
+    sl__queue_init(&w->due);
+    for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++) {
+        w->occupied[lv] = 0;
+        for (unsigned s = 0; s < SL__WHEEL_SLOTS; s++)
+            sl__queue_init(&w->slots[lv][s]);
+    }
+}
+
+bool sl__wheel_empty(const struct sl__wheel *w)
+{
+    if (!sl__queue_empty(&w->due))
+        return false;
+    for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++)
+        if (w->occupied[lv] != 0)
+            return false;
+    return true;
+}
+
+void sl__wheel_link(struct sl__wheel *w, sl_timer_t *t)
+{
+    int32_t where = wheel_where(w, t->deadline);
+    unsigned lv, s;
+
+    assert(!sl__queue_linked(&t->node));
+    t->where = where;
+    if (where == SL__TIMER_DUE) {
+        sl__queue_insert_tail(&w->due, &t->node);
+        return;
+    }
+    lv = (unsigned)where / SL__WHEEL_SLOTS;
+    s = (unsigned)where % SL__WHEEL_SLOTS;
+    sl__queue_insert_tail(&w->slots[lv][s], &t->node);
+    w->occupied[lv] |= UINT64_C(1) << s;
+}
+
+void sl__wheel_unlink(struct sl__wheel *w, sl_timer_t *t)
+{
+    int32_t where = t->where;
+
+    /* On the due list or an expired batch only the node needs removing; an idle node points to
+     * itself, so removing it is harmless. */
+    sl__queue_remove(&t->node);
+    t->where = SL__TIMER_IDLE;
+    if (where >= 0) {
+        unsigned lv = (unsigned)where / SL__WHEEL_SLOTS, s = (unsigned)where % SL__WHEEL_SLOTS;
+        if (sl__queue_empty(&w->slots[lv][s]))
+            w->occupied[lv] &= ~(UINT64_C(1) << s);
+    }
+}
+
+/*
+ * The earliest occupied slot: its start, level and index; false if the wheel has none.
+ * Occupied slots sit at or after last_run's own slot on each level (strictly after it on
+ * levels >= 1 between collects). On equal starts the higher level wins, so that a coarse slot
+ * is cascaded into the level-0 slot of the same millisecond before that one fires.
+ */
+static bool wheel_earliest(const struct sl__wheel *w, uint64_t *start, unsigned *level,
+                           unsigned *slot)
+{
+    bool found = false;
+
+    for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++) {
+        uint64_t bits = w->occupied[lv], t;
+        unsigned s;
+
+        if (bits == 0)
+            continue;
+        assert((bits & ~(~UINT64_C(0) << slot_index(w->last_run, lv))) == 0);
+        bits &= ~UINT64_C(0) << slot_index(w->last_run, lv);
+        if (bits == 0)
+            continue;
+        s = (unsigned)__builtin_ctzll(bits);
+        t = slot_start(w->last_run, lv, s);
+        if (!found || t <= *start) {
+            *start = t;
+            *level = lv;
+            *slot = s;
+            found = true;
+        }
+    }
+    return found;
+}
+
+/* Whether timer `a` fires before timer `b`: by deadline, then by arming order. */
+static inline bool timer_before(const struct sl__queue *a, const struct sl__queue *b)
+{
+    const sl_timer_t *x = node_timer(a), *y = node_timer(b);
+
+    return x->deadline < y->deadline || (x->deadline == y->deadline && x->seq < y->seq);
+}
+
+/* Merge two NULL-terminated lists chained through `next`. */
+static struct sl__queue *batch_merge(struct sl__queue *a, struct sl__queue *b)
+{
+    struct sl__queue head, *tail = &head;
+
+    while (a != NULL && b != NULL) {
+        if (timer_before(b, a)) {
+            tail->next = b;
+            b = b->next;
+        } else {
+            tail->next = a;
+            a = a->next;
+        }
+        tail = tail->next;
+    }
+    tail->next = a != NULL ? a : b;
+    return head.next;
+}
+
+/*
+ * Sort a batch by (deadline, seq): a bottom-up merge sort on the `next` chain (bins[i] holds a
+ * sorted run of 2^i nodes, like a binary counter), then the `prev` links are rebuilt. O(n log n)
+ * time, O(1) memory. Needed when timers reach one level-0 slot by different routes (cascades
+ * from several levels, re-arms in place), or when the due list was not in order.
+ */
+static void batch_sort(struct sl__queue *batch)
+{
+    struct sl__queue *bins[64] = {NULL};
+    struct sl__queue *list = batch->next, *prev;
+    unsigned top = 0, i;
+
+    batch->prev->next = NULL;
+    while (list != NULL) {
+        struct sl__queue *cur = list;
+        list = list->next;
+        cur->next = NULL;
+        for (i = 0; bins[i] != NULL; i++) {
+            cur = batch_merge(bins[i], cur);
+            bins[i] = NULL;
+        }
+        bins[i] = cur;
+        if (i >= top)
+            top = i + 1;
+    }
+    for (i = 0; i < top; i++)
+        if (bins[i] != NULL)
+            list = batch_merge(bins[i], list);
+
+    prev = batch;
+    for (struct sl__queue *q = list; q != NULL; q = q->next) {
+        q->prev = prev;
+        prev->next = q;
+        prev = q;
+    }
+    prev->next = batch;
+    batch->prev = prev;
+}
+
+void sl__wheel_collect(struct sl__wheel *w, uint64_t now_ms, struct sl__queue *expired)
+{
+    /* `limit` is now + 1, the value last_run takes on return (saturated at the end of time). */
+    uint64_t limit = now_ms == UINT64_MAX ? now_ms : now_ms + 1;
+    struct sl__queue batch, *q, *next;
+    const sl_timer_t *prev = NULL;
+    bool sorted = true;
+
+    sl__queue_init(&batch);
+
+    /* Timers armed behind last_run. Normally last_run <= now + 1, so every one of them has a
+     * deadline <= now. After the clock went backwards some may still be ahead of now: they
+     * stay for a later call (they must not fire early), which costs a scan of the list. */
+    if (w->last_run <= limit) {
+        sl__queue_move(&w->due, &batch);
+    } else {
+        for (q = w->due.next; q != &w->due; q = next) {
+            next = q->next;
+            if (node_timer(q)->deadline <= now_ms) {
+                sl__queue_remove(q);
+                sl__queue_insert_tail(&batch, q);
+            }
+        }
+    }
+
+    /* Visit slots in time order. Level-0 slots are fired up to now; a coarser slot is cascaded
+     * once its start is <= now + 1, so that afterwards no coarse slot begins at last_run. A
+     * clock that went backwards (now + 1 < last_run) stops this loop at once: every slot starts
+     * at or after last_run. */
+    for (;;) {
+        uint64_t start;
+        unsigned lv, s;
+        struct sl__queue *head;
+
+        if (!wheel_earliest(w, &start, &lv, &s))
+            break;
+        if (lv == 0 ? start > now_ms : start > limit)
+            break;
+        w->last_run = start;
+        head = &w->slots[lv][s];
+        w->occupied[lv] &= ~(UINT64_C(1) << s);
+        if (lv == 0) {
+            sl__queue_move(head, &batch);
+            w->last_run = sat_add(start, 1);
+        } else {
+            struct sl__queue cascade;
+
+            /* Every deadline in the slot is >= its start (== last_run now) and differs from
+             * it only below level lv, so each timer drops to a finer level. */
+            sl__queue_init(&cascade);
+            sl__queue_move(head, &cascade);
+            while (!sl__queue_empty(&cascade)) {
+                sl_timer_t *t = node_timer(cascade.next);
+                sl__queue_remove(&t->node);
+                assert(t->deadline >= w->last_run);
+                sl__wheel_link(w, t);
+            }
+        }
+    }
+
+    /*
+     * Advance last_run to now + 1 so that a timer armed from now on with a deadline <= now goes
+     * to the due list and can never join this batch. This moves no occupied slot behind
+     * last_run: the loop above stopped at the earliest slot, which is either a level-0 slot
+     * starting after now (>= now + 1), and then every coarser slot starts strictly later (an
+     * equal start would have been chosen first), or a coarser slot starting after now + 1, and
+     * then every slot starts at or after it. So each level-0 slot is still >= last_run and each
+     * coarser slot still begins strictly after last_run, in the same block of the higher levels
+     * (last_run lies between the old last_run and the slot start, which share those groups).
+     */
+    if (w->last_run < limit)
+        w->last_run = limit;
+
+    for (q = batch.next; q != &batch; q = q->next) {
+        sl_timer_t *t = node_timer(q);
+        t->where = SL__TIMER_EXPIRED;
+        if (prev != NULL && timer_before(q, &prev->node))
+            sorted = false;
+        prev = t;
+    }
+    if (!sorted)
+        batch_sort(&batch);
+    sl__queue_move(&batch, expired);
+}
+
+uint64_t sl__wheel_next(const struct sl__wheel *w)
+{
+    uint64_t next = UINT64_MAX, start;
+    unsigned lv, s;
+
+    if (wheel_earliest(w, &start, &lv, &s))
+        next = start;
+    /* The due list is short-lived (it holds what callbacks armed with a deadline already
+     * past, until the next collect), so a scan is cheap; it gives the exact answer even when
+     * the clock went backwards and some of it is not due yet. */
+    for (const struct sl__queue *q = w->due.next; q != &w->due; q = q->next)
+        next = SL__MIN(next, node_timer(q)->deadline);
+    return next;
+}
+
+/* ---- timers --------------------------------------------------------------------------- */
+
+static bool timer_counted(const sl_timer_t *t)
+{
+    return !(t->flags & (SL__F_UNREF | SL__F_INTERNAL));
+}
+
+/* (Re-)arm `t` at `deadline` with a fresh arming sequence. A timer already in the slot where the
+ * new deadline belongs stays linked where it is (Linux mod_timer): the collector sorts each
+ * batch by deadline and sequence, so its position in the slot does not matter. */
+static void timer_arm(struct sl__wheel *w, sl_timer_t *t, uint64_t deadline)
+{
+    t->seq = ++w->seq;
+    if ((t->where >= 0 || t->where == SL__TIMER_DUE) && wheel_where(w, deadline) == t->where) {
+        t->deadline = deadline;
+        return;
+    }
+    sl__wheel_unlink(w, t);
+    t->deadline = deadline;
+    sl__wheel_link(w, t);
+}
+
+void sl_timer_init(sl_loop_t *loop, sl_timer_t *t, sl_timer_cb cb)
+{
+    memset(t, 0, sizeof(*t));
+    t->loop = loop;
+    t->cb = cb;
+    t->where = SL__TIMER_IDLE;
+    sl__queue_init(&t->node);
+}
+
+int sl_timer_start(sl_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms)
+{
+    sl_loop_t *loop = t->loop;
+
+    if (t->cb == NULL)
+        return SL_EINVAL;
+    t->repeat = repeat_ms;
+    timer_arm(&loop->wheel, t, sat_add(loop->now_ms, timeout_ms));
+    if (!(t->flags & SL__F_ACTIVE)) {
+        t->flags |= SL__F_ACTIVE;
+        if (timer_counted(t))
+            sl__loop_active_inc(loop);
+    }
+    return 0;
+}
+
+void sl_timer_stop(sl_timer_t *t)
+{
+    if (!(t->flags & SL__F_ACTIVE))
+        return;
+    sl__wheel_unlink(&t->loop->wheel, t);
+    t->flags &= ~SL__F_ACTIVE;
+    if (timer_counted(t))
+        sl__loop_active_dec(t->loop);
+}
+
+int sl_timer_again(sl_timer_t *t)
+{
+    if (t->cb == NULL || t->repeat == 0)
+        return SL_EINVAL;
+    return sl_timer_start(t, t->repeat, t->repeat);
+}
+
+bool sl_timer_active(const sl_timer_t *t)
+{
+    return (t->flags & SL__F_ACTIVE) != 0;
+}
+
+uint64_t sl_timer_deadline(const sl_timer_t *t)
+{
+    return t->deadline;
+}
+
+void sl_timer_unref(sl_timer_t *t)
+{
+    if (t->flags & SL__F_UNREF)
+        return;
+    if ((t->flags & SL__F_ACTIVE) && timer_counted(t))
+        sl__loop_active_dec(t->loop);
+    t->flags |= SL__F_UNREF;
+}
+
+void sl_timer_ref(sl_timer_t *t)
+{
+    if (!(t->flags & SL__F_UNREF))
+        return;
+    t->flags &= ~SL__F_UNREF;
+    if ((t->flags & SL__F_ACTIVE) && timer_counted(t))
+        sl__loop_active_inc(t->loop);
+}
+
+/*
+ * Fire what is due at loop->now_ms. The batch is taken whole first; a callback that stops a
+ * timer still waiting in it removes it from the batch, so it does not fire. Each timer leaves
+ * the batch before its callback runs (a repeating one already re-armed at now + repeat, as
+ * libuv does), so the callback may stop, re-arm or free it, and it is not touched afterwards.
+ * Timers armed by callbacks land at now + 1 or later, or on the due list: never in this batch.
+ */
+void sl__timers_run(sl_loop_t *loop)
+{
+    struct sl__queue batch;
+
+    sl__queue_init(&batch);
+    sl__wheel_collect(&loop->wheel, loop->now_ms, &batch);
+    while (!sl__queue_empty(&batch)) {
+        sl_timer_t *t = node_timer(batch.next);
+
+        sl__wheel_unlink(&loop->wheel, t);
+        if (t->repeat != 0) {
+            timer_arm(&loop->wheel, t, sat_add(loop->now_ms, t->repeat));
+        } else {
+            t->flags &= ~SL__F_ACTIVE;
+            if (timer_counted(t))
+                sl__loop_active_dec(loop);
+        }
+        t->cb(t);
+    }
+}
+
+int sl__timers_timeout(const sl_loop_t *loop)
+{
+    uint64_t next;
+
+    if (sl__wheel_empty(&loop->wheel))
+        return -1;
+    next = sl__wheel_next(&loop->wheel);
+    if (next <= loop->now_ms)
+        return 0;
+    return next - loop->now_ms > INT_MAX ? INT_MAX : (int)(next - loop->now_ms);
+}
