@@ -524,6 +524,207 @@ int sl_work_submit(sl_loop_t *loop, sl_work_t *req, sl_work_cb work_cb,
 int sl_work_cancel(sl_work_t *req);
 
 
+/* ======================================================================== */
+/* HTTP/1.1 client                                                          */
+/* ======================================================================== */
+
+/*
+ * A client (sl_client_t) owns a connection pool, a DNS cache and (with
+ * HTTPS) a TLS context, and runs on one loop. A request (sl_req_t) is one
+ * transfer: resolve -> connect -> send -> response head -> body -> done,
+ * following redirects if asked. Both are opaque and library-allocated.
+ *
+ * Callbacks run on the loop thread and never inside the sluice call that
+ * caused them (sl_req_start, sl_req_cancel, sl_client_free...). User context
+ * goes in sl_req_set_data()/sl_req_data().
+ *
+ * Every string and header passed in is copied, except bodies given with
+ * sl_req_body_ref() (zero-copy: the bytes must stay valid until done).
+ */
+typedef struct sl_client_s sl_client_t;
+typedef struct sl_req_s sl_req_t;
+typedef struct sl_resp_s sl_resp_t;
+
+/* Returned by data callbacks to pause a transfer (a paused transfer stops
+ * reading its socket until sl_req_resume()). */
+#define SL_PAUSE 1
+
+typedef enum {
+    SL_RESOLVER_ARES = 0, /* c-ares on the loop: cancellable, TTL-aware (default) */
+    SL_RESOLVER_SYSTEM    /* getaddrinfo on the thread pool (nsswitch set-ups) */
+} sl_resolver_t;
+
+typedef struct sl_client_opts_s {
+    unsigned max_connections;          /* all origins together; default 100 */
+    unsigned max_connections_per_host; /* per origin (scheme, host, port); 0 = unlimited */
+    uint64_t idle_timeout_ms;          /* idle pooled connections close after; default 15000 */
+    bool retry_stale;                  /* retry an idempotent request once on a fresh
+                                          connection when a reused one fails before any
+                                          response byte; default true */
+    sl_resolver_t resolver;
+    uint32_t dns_cache_max_ttl_s; /* cap on a record's TTL in the cache; 0 disables; default 300 */
+    uint32_t dns_cache_min_ttl_s; /* floor; default 0 */
+    uint32_t dns_negative_ttl_s;  /* failed lookups are cached this long; default 5 */
+    const char *dns_servers;      /* "ip:port,..." instead of the system's; NULL = system */
+    size_t max_header_bytes;      /* response head limit; default 65536 */
+    size_t max_header_fields;     /* default 100 */
+    const char *user_agent;       /* NULL: "sluice/VERSION" */
+} sl_client_opts_t;
+
+/* Fill `o` with the defaults above. */
+void sl_client_opts_init(sl_client_opts_t *o);
+
+/* Create a client on `loop` (NULL opts: defaults). Returns 0, SL_ENOMEM, or
+ * an error from the DNS library (SL_EDNS_SERVER). Loop thread only. */
+int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **out);
+
+/* Stop the client: every transfer still running is cancelled (its done
+ * callback runs later, with SL_ECANCELED), connections are closed, and the
+ * memory is released once nothing refers to it any more. Run the loop until
+ * it is idle before sl_loop_close(). Safe inside callbacks. */
+void sl_client_free(sl_client_t *c);
+
+/* Response-head callback: the final (non-1xx) response of the last hop has
+ * arrived. Return 0 to go on, SL_PAUSE to pause, or a negative SL_E* code to
+ * abort the transfer with that code. */
+typedef int (*sl_head_cb)(sl_req_t *req, const sl_resp_t *resp);
+/* Body bytes, decoded if decoding is on, in order, exactly once. `data` is
+ * valid during the call. Same return convention as sl_head_cb. */
+typedef int (*sl_data_cb)(sl_req_t *req, const void *data, size_t len);
+/* The transfer ended: `status` is 0 on success or an SL_E* code. Details in
+ * sl_req_result(). The request stays valid until sl_req_free(). */
+typedef void (*sl_done_cb)(sl_req_t *req, int status);
+/* Upload producer: fill at most `cap` bytes of `buf`, set *len (0 = end of
+ * body) and return 0; or return SL_PAUSE (call sl_req_resume() when more
+ * data is ready) or a negative SL_E* to abort. */
+typedef int (*sl_body_cb)(sl_req_t *req, void *buf, size_t cap, size_t *len);
+
+/* Create a request. `method` is any token ("GET", "POST", "PROPFIND"...);
+ * `url` an http or https URL (fragment dropped). Returns 0, SL_EURL or
+ * SL_EUNSUPPORTED_SCHEME (then `*why`, if `why` is not NULL, points to a
+ * static text naming the problem), SL_EINVAL (method not a token) or
+ * SL_ENOMEM. */
+int sl_req_new(sl_client_t *c, const char *method, const char *url, sl_req_t **out,
+               const char **why);
+
+/* Release a request. If it is still running it is cancelled first and its
+ * done callback will NOT run. Safe anywhere, including its own callbacks. */
+void sl_req_free(sl_req_t *req);
+
+void sl_req_set_data(sl_req_t *req, void *data);
+void *sl_req_data(const sl_req_t *req);
+
+/* Add a request header (copied). A name or value containing CR, LF or NUL,
+ * or a name that is not an HTTP token, is refused with SL_EBAD_HEADER. A
+ * NULL value suppresses a header sluice would add itself (User-Agent,
+ * Accept, Accept-Encoding); setting Host, Content-Length or
+ * Transfer-Encoding yourself is refused (SL_EBAD_HEADER): sluice owns
+ * framing. Before sl_req_start() only. */
+int sl_req_header(sl_req_t *req, const char *name, const char *value);
+
+/* Request body from memory, copied. Sets Content-Length. */
+int sl_req_body(sl_req_t *req, const void *data, size_t len);
+/* Request body from memory, not copied: must stay valid until done. Large
+ * bodies are written straight from this memory with writev. */
+int sl_req_body_ref(sl_req_t *req, const void *data, size_t len);
+/* Streamed request body: `length` bytes (Content-Length), or -1 for
+ * unknown (chunked). A streamed body cannot be replayed, so 307/308
+ * redirects and stale-connection retries are not followed for it. */
+int sl_req_body_stream(sl_req_t *req, int64_t length, sl_body_cb cb);
+
+typedef struct sl_timeouts_s {
+    uint64_t queue_ms;      /* waiting for a connection slot */
+    uint64_t connect_ms;    /* DNS + TCP connect (+ TLS handshake) of a new connection */
+    uint64_t first_byte_ms; /* from the request sent to the first response byte */
+    uint64_t read_ms;       /* between two received bytes */
+    uint64_t total_ms;      /* the whole transfer, redirects included */
+} sl_timeouts_t;            /* 0 = no limit. Each reports its own SL_ETIMEDOUT_* code. */
+void sl_req_timeouts(sl_req_t *req, const sl_timeouts_t *t);
+
+/* Follow up to `max` redirects (0: do not follow; curl's default with -L
+ * is 50, sluice's 10). https -> http hops are refused with
+ * SL_EREDIRECT_REFUSED unless `allow_downgrade`. */
+void sl_req_follow(sl_req_t *req, unsigned max, bool allow_downgrade);
+
+/* Ask for gzip/deflate (Accept-Encoding) and decode; a decoded body over
+ * `max_decoded` bytes (0: no limit) fails with SL_EBODY_TOO_BIG. */
+void sl_req_decode(sl_req_t *req, bool on, uint64_t max_decoded);
+
+/* Keep the body in memory (sl_req_body_data()), failing with
+ * SL_EBODY_TOO_BIG past `max_bytes`. Without it, bodies only go to the data
+ * callback (or nowhere). */
+void sl_req_buffer(sl_req_t *req, size_t max_bytes);
+
+/* Send "Expect: 100-continue" for bodies of at least `min_bytes` (default
+ * 1 MiB; 0 = never) and wait up to 1 s for the server's go-ahead. */
+void sl_req_expect_continue(sl_req_t *req, size_t min_bytes);
+
+void sl_req_callbacks(sl_req_t *req, sl_head_cb on_head, sl_data_cb on_data, sl_done_cb on_done);
+
+typedef enum {
+    SL_TRACE_INFO = 0,   /* a line of text: "Connected to 127.0.0.1 port 80" */
+    SL_TRACE_HEAD_OUT,   /* the request head as sent */
+    SL_TRACE_HEAD_IN     /* a response head as received (1xx interim included) */
+} sl_trace_kind_t;
+/* Debug callback (curl's CURLOPT_DEBUGFUNCTION): `data` is valid during the
+ * call and not NUL-terminated. */
+typedef void (*sl_trace_cb)(sl_req_t *req, sl_trace_kind_t kind, const char *data, size_t len);
+void sl_req_trace(sl_req_t *req, sl_trace_cb cb);
+
+/* Start the transfer. Returns 0 (on_done will run, later) or SL_EINVAL
+ * (already started), SL_ECLOSING (client closing). */
+int sl_req_start(sl_req_t *req);
+
+/* Pause: stop reading the response (and sending a streamed body) until
+ * resume. Timeouts keep running except read_ms. */
+void sl_req_pause(sl_req_t *req);
+void sl_req_resume(sl_req_t *req);
+
+/* Cancel a running transfer in any state; its resources are released at
+ * once and on_done runs later with SL_ECANCELED. No-op if not running. */
+void sl_req_cancel(sl_req_t *req);
+
+typedef struct sl_result_s {
+    int error;               /* 0 or SL_E* */
+    int status;              /* final HTTP status; 0 if no response */
+    uint64_t bytes_down;     /* body bytes delivered (decoded) */
+    uint64_t bytes_wire;     /* body bytes received on the wire, last hop */
+    uint64_t bytes_up;       /* request bytes sent, all hops (heads and bodies) */
+    bool reused;             /* the last hop ran on a reused connection */
+    unsigned redirects;
+    unsigned retries;
+    /* Microseconds since sl_req_start(), like curl's time_*; 0 if not reached.
+     * The last hop's DNS/connect/TLS are measured from the hop's start. */
+    uint64_t time_queue_us, time_dns_us, time_connect_us, time_tls_us, time_first_byte_us,
+        time_total_us;
+    const char *effective_url; /* the last URL requested */
+    const char *remote_ip;     /* "" if never connected */
+    uint16_t remote_port;
+    const char *errmsg;        /* human message naming the cause; "" on success */
+} sl_result_t;
+
+/* Valid after on_done (partial figures before). Owned by the request. */
+const sl_result_t *sl_req_result(const sl_req_t *req);
+/* The final response head, or NULL if none arrived. Owned by the request. */
+const sl_resp_t *sl_req_response(const sl_req_t *req);
+/* The body kept by sl_req_buffer(). */
+const void *sl_req_body_data(const sl_req_t *req, size_t *len);
+/* Human message naming the cause of the failure ("" if none). */
+const char *sl_req_errdetail(const sl_req_t *req);
+const char *sl_req_method(const sl_req_t *req);
+const char *sl_req_url(const sl_req_t *req);
+
+int sl_resp_status(const sl_resp_t *r);
+const char *sl_resp_reason(const sl_resp_t *r);
+/* 10 for HTTP/1.0, 11 for HTTP/1.1. */
+int sl_resp_version(const sl_resp_t *r);
+size_t sl_resp_header_count(const sl_resp_t *r);
+/* The i-th header as received; returns 0 or SL_EINVAL (out of range). */
+int sl_resp_header_at(const sl_resp_t *r, size_t i, const char **name, const char **value);
+/* First header named `name` (case-insensitive), or NULL. */
+const char *sl_resp_header(const sl_resp_t *r, const char *name);
+/* Content-Length of the response, or -1. */
+int64_t sl_resp_content_length(const sl_resp_t *r);
 
 #ifdef __cplusplus
 }

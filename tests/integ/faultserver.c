@@ -112,6 +112,7 @@ struct conn {
     enum conn_state state;
     uint32_t events; /* mask registered with epoll */
     bool eof, closed, want_out, drip_wait, close_conn;
+    bool close_on_next; /* /close-on-next: drop the connection at the next request */
     char *in; /* unread input is in[in_off, in_len) */
     size_t in_len, in_cap, in_off, head_scan;
     struct req req;
@@ -1092,6 +1093,16 @@ static void dispatch(struct conn *c)
     char v[8192];
     uint64_t n;
 
+    if (c->close_on_next) {
+        /* A keep-alive connection the server dropped just as the client
+         * reused it: FIN without a byte of response (the client's
+         * stale-connection case). Not counted as a request. */
+        shutdown(c->fd, SHUT_WR);
+        c->in_off = c->in_len = 0;
+        conn_set_state(c, ST_DRAIN);
+        timer_set(c, DRAIN_MS);
+        return;
+    }
     if (path_num(p, "/bytes/", &n)) {
         ep_bytes(c, n);
     } else if (path_num(p, "/delay/", &n)) {
@@ -1205,6 +1216,9 @@ static void dispatch(struct conn *c)
     } else if (strcmp(p, "/close-after") == 0) {
         resp_text(c, 200, "ok\n");
         c->resp.after = AFTER_CLOSE;
+    } else if (strcmp(p, "/close-on-next") == 0) {
+        resp_text(c, 200, "ok\n");
+        c->close_on_next = true;
     } else if (strcmp(p, "/close") == 0) {
         c->close_conn = true;
         resp_text(c, 200, "ok\n");
