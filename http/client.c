@@ -31,10 +31,18 @@ static const char *const req_state_names[] = {"NEW",  "QUEUED", "CONNECT", "SEND
 
 static void req_set_state(sl_req_t *req, enum req_state s)
 {
-    if (getenv("SLUICE_TRACE") != NULL)
+    if (sl__trace_states())
         fprintf(stderr, "sluice: req %p %s -> %s\n", (void *)req, req_state_names[req->state],
                 req_state_names[s]);
     req->state = s;
+}
+
+bool sl__trace_states(void)
+{
+    static int on = -1;
+    if (on < 0)
+        on = getenv("SLUICE_TRACE") != NULL && getenv("SLUICE_TRACE")[0] != '\0';
+    return on == 1;
 }
 
 static bool req_gone(const sl_req_t *req)
@@ -179,8 +187,7 @@ int sl_req_new(sl_client_t *c, const char *method, const char *url, sl_req_t **o
         return rc;
     }
     req->method = strdup(method);
-    req->url_string = sl__url_string(&req->url);
-    if (req->method == NULL || req->url_string == NULL) {
+    if (req->method == NULL) {
         sl__url_free(&req->url);
         free(req->method);
         free(req->url_string);
@@ -191,7 +198,7 @@ int sl_req_new(sl_client_t *c, const char *method, const char *url, sl_req_t **o
     req->state = REQ_NEW;
     req->max_redirects = 0;
     req->expect_min = 1024 * 1024;
-    req->result.effective_url = req->url_string;
+    req->result.effective_url = "";
     req->result.remote_ip = "";
     req->result.errmsg = "";
     sl__queue_init(&req->wait_node);
@@ -222,9 +229,9 @@ int sl_req_header(sl_req_t *req, const char *name, const char *value)
         return SL_EINVAL;
     if (!sl__req_header_valid_name(name) || (value != NULL && !sl__req_header_valid_value(value)))
         return SL_EBAD_HEADER;
-    if (strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Length") == 0 ||
-        strcasecmp(name, "Transfer-Encoding") == 0)
-        return SL_EBAD_HEADER;
+    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0 ||
+        (strcasecmp(name, "Host") == 0 && value == NULL))
+        return SL_EBAD_HEADER; /* framing belongs to sluice; a request needs a Host */
     if (req->nheaders == req->cap_headers) {
         size_t cap = req->cap_headers ? req->cap_headers * 2 : 8;
         struct req_header *p = realloc(req->headers, cap * sizeof(*p));
@@ -455,7 +462,10 @@ static void req_acquire(sl_req_t *req)
         req_phase(req, req->timeouts.queue_ms, SL_ETIMEDOUT_QUEUE);
     } else if (req->state == REQ_QUEUED && req->conn != NULL) {
         req_set_state(req, REQ_CONNECT);
-        req->result.time_queue_us = req_elapsed_us(req);
+        if (!req->queue_timed) {
+            req->result.time_queue_us = req_elapsed_us(req);
+            req->queue_timed = true;
+        }
         req_phase(req, req->timeouts.connect_ms, SL_ETIMEDOUT_CONNECT);
     }
 }
@@ -630,8 +640,10 @@ void sl__req_conn_ready(sl_req_t *req)
     struct conn *conn = req->conn;
     int rc;
 
-    if (req->result.time_queue_us == 0)
+    if (!req->queue_timed) {
         req->result.time_queue_us = req_elapsed_us(req);
+        req->queue_timed = true;
+    }
     if (conn->requests > 0) {
         /* Reused: nothing was resolved or connected for this hop. */
         req->result.time_dns_us = req->result.time_connect_us = req_elapsed_us(req);
@@ -667,7 +679,12 @@ void sl__req_sent(sl_req_t *req)
         return;
     }
     req_set_state(req, REQ_HEAD);
-    req_phase(req, req->timeouts.first_byte_ms, SL_ETIMEDOUT_FIRSTBYTE);
+    /* Without a first-byte limit, the read-idle limit covers the silence
+     * before the first byte too. */
+    if (req->timeouts.first_byte_ms > 0)
+        req_phase(req, req->timeouts.first_byte_ms, SL_ETIMEDOUT_FIRSTBYTE);
+    else
+        req_phase(req, req->timeouts.read_ms, SL_ETIMEDOUT_READ);
 }
 
 void sl__req_first_byte(sl_req_t *req)
@@ -1070,8 +1087,21 @@ void sl__req_on_complete(sl_req_t *req, bool keep)
 
 /* ---- results and responses ------------------------------------------------------ */
 
+/* The URL as text is only built when asked for (it is not needed to run
+ * the transfer). Returns "" if out of memory. */
+static const char *req_url_string(const sl_req_t *creq)
+{
+    sl_req_t *req = (sl_req_t *)creq; /* a cache fill, not a visible change */
+
+    if (req->url_string == NULL)
+        req->url_string = sl__url_string(&req->url);
+    req->result.effective_url = req->url_string != NULL ? req->url_string : "";
+    return req->result.effective_url;
+}
+
 const sl_result_t *sl_req_result(const sl_req_t *req)
 {
+    req_url_string(req);
     return &req->result;
 }
 
@@ -1099,7 +1129,7 @@ const char *sl_req_method(const sl_req_t *req)
 
 const char *sl_req_url(const sl_req_t *req)
 {
-    return req->url_string;
+    return req_url_string(req);
 }
 
 int sl_resp_status(const sl_resp_t *r)

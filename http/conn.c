@@ -34,14 +34,15 @@
 
 #define HAPPY_EYEBALLS_DELAY_MS 250
 #define EXPECT_CONTINUE_WAIT_MS 1000
-#define RBUF_SIZE (256 * 1024)
+#define RBUF_MIN (16 * 1024)
+#define RBUF_MAX (256 * 1024)
 #define READS_PER_EVENT 16u
 
 static const char *const conn_state_names[] = {"RESOLVE", "CONNECT", "IDLE", "BUSY", "CLOSED"};
 
 static void conn_set_state(struct conn *c, enum conn_state s)
 {
-    if (getenv("SLUICE_TRACE") != NULL)
+    if (sl__trace_states())
         fprintf(stderr, "sluice: conn %p %s -> %s\n", (void *)c, conn_state_names[c->state],
                 conn_state_names[s]);
     c->state = s;
@@ -415,6 +416,7 @@ static void he_timer_cb(sl_timer_t *t)
         /* No 100 Continue in time: send the body anyway (RFC 9110 §10.1.1). */
         c->req->expect_wait = false;
         sl__conn_update_interest(c);
+        c->kick_events |= SL_EV_WRITE;
         sl_defer_start(&c->defer);
     }
 }
@@ -454,7 +456,11 @@ static void conn_on_resolved(sl__dns_lookup_t *l, int status, struct sl__addrlis
 
 int sl__conn_start(struct conn *c)
 {
-    int rc = sl__dns_resolve(c->client->dns, &c->dns, c->origin->url.host, c->origin->url.port,
+    int rc;
+
+    if (strcmp(c->origin->url.scheme, "https") == 0 && c->client->tls == NULL)
+        return SL_ETLS; /* never send an https request in cleartext */
+    rc = sl__dns_resolve(c->client->dns, &c->dns, c->origin->url.host, c->origin->url.port,
                              conn_on_resolved);
     if (rc < 0)
         return rc;
@@ -572,12 +578,14 @@ void sl__conn_exchange(struct conn *c)
     c->feed_pending = false;
     c->interim_seen = c->parser.interim_count;
     req->result.reused = c->requests > 0;
-    snprintf(req->remote_ip, sizeof(req->remote_ip), "%s", c->peer_ip);
+    memcpy(req->remote_ip, c->peer_ip, sizeof(req->remote_ip));
     req->result.remote_ip = req->remote_ip;
     req->result.remote_port = c->peer_port;
     c->requests++;
-    /* Write what we can right away; the socket is almost always writable. */
+    /* Write what we can right away (the socket is almost always writable);
+     * reading waits for the socket to say there is something. */
     c->interest = ~0u;
+    c->kick_events |= SL_EV_WRITE;
     sl_defer_start(&c->defer);
 }
 
@@ -755,12 +763,12 @@ static void conn_read(struct conn *c)
         if (req == NULL || req->paused)
             return;
         if (c->rbuf == NULL) {
-            c->rbuf = malloc(RBUF_SIZE);
+            c->rbuf = malloc(RBUF_MIN);
             if (c->rbuf == NULL) {
                 sl__req_conn_error(req, SL_ENOMEM, "out of memory");
                 return;
             }
-            c->rcap = RBUF_SIZE;
+            c->rcap = RBUF_MIN;
         }
         if (c->rend == c->rcap) {
             /* A paused parser left bytes behind and the buffer is full. */
@@ -790,6 +798,17 @@ static void conn_read(struct conn *c)
             return;
         if (n < c->rcap / 2)
             return; /* drained the socket for now */
+        /* Reads fill the buffer: a large body is streaming. Grow towards
+         * RBUF_MAX so each system call moves more bytes; small responses
+         * never pay for the large buffer. */
+        if (n == c->rcap && c->rcap < RBUF_MAX && c->rstart == c->rend) {
+            char *bigger = realloc(c->rbuf, c->rcap * 4);
+            if (bigger != NULL) {
+                c->rbuf = bigger;
+                c->rcap *= 4;
+                c->rstart = c->rend = 0;
+            }
+        }
     }
 }
 
@@ -831,15 +850,20 @@ static void conn_io_cb(sl_io_t *io, unsigned events)
 static void conn_defer_cb(sl_defer_t *d)
 {
     struct conn *c = sl__container_of(d, struct conn, defer);
+    unsigned events = c->kick_events;
 
+    c->kick_events = 0;
     conn_enter(c);
-    conn_handle(c, SL_EV_WRITE | SL_EV_READ);
+    conn_handle(c, events);
     if (conn_leave(c))
         sl__conn_update_interest(c);
 }
 
 void sl__conn_kick(struct conn *c)
 {
-    if (c->state == CONN_BUSY)
+    if (c->state == CONN_BUSY) {
+        /* Resumed: feed what is buffered, read, and send what is pending. */
+        c->kick_events |= SL_EV_READ | SL_EV_WRITE;
         sl_defer_start(&c->defer);
+    }
 }

@@ -24,6 +24,7 @@
 
 struct conn;
 struct origin;
+struct sl__tls_ctx;
 
 /* ---- transports: what a connection reads and writes through ----------- */
 
@@ -115,6 +116,7 @@ struct sl_req_s {
     bool done_pending;           /* on_done queued on the defer */
     bool start_pending;          /* sl_req_start() queued the start */
     bool stale_retried;          /* the one stale-connection retry was used */
+    bool queue_timed;            /* time_queue_us is set */
     unsigned in_callback;        /* depth of user callbacks on the stack */
     char *location;              /* redirect target of the current hop */
     int redirect_status;
@@ -205,6 +207,7 @@ struct conn {
     bool reusable;
     sl_timer_t idle_timer;       /* idle expiry; connect guard of an orphan */
     sl_defer_t defer;            /* first write of an exchange, resume after pause */
+    unsigned kick_events;        /* what the deferred handler should do */
     unsigned dispatching;        /* handlers on the stack */
     bool free_pending;           /* closed while dispatching: free on unwind */
     bool msg_complete;           /* the parser reported the end of the response */
@@ -244,6 +247,7 @@ struct sl_client_s {
     struct sl__parse_limits limits;
     sl_defer_t dispatcher;       /* serves waiting requests (pool.c) */
     sl_defer_t reaper;           /* frees the client once closed and idle */
+    struct sl__tls_ctx *tls;     /* NULL until HTTPS support (issue 4) */
     unsigned nreqs;              /* requests created and not yet freed */
     bool closing;
 };
@@ -303,6 +307,9 @@ void sl__req_tracef(sl_req_t *req, const char *fmt, ...) __attribute__((format(p
 void sl__req_activity(sl_req_t *req);
 bool sl__req_idempotent(const sl_req_t *req);
 bool sl__req_replayable(const sl_req_t *req);
+
+/* SLUICE_TRACE=1 prints every state change on stderr (read once). */
+bool sl__trace_states(void);
 
 /* req_write.c */
 /* Serialise the request head for this hop into req->head_buf. */

@@ -25,17 +25,16 @@
 
 struct origin *sl__pool_origin(sl_client_t *c, const struct sl__url *u)
 {
-    char *key = sl__url_origin(u);
     struct origin *o;
+    char *key;
 
+    /* Compared field by field: no string is built on the hot path. */
+    for (o = c->origins; o != NULL; o = o->next)
+        if (sl__url_same_origin(&o->url, u))
+            return o;
+    key = sl__url_origin(u);
     if (key == NULL)
         return NULL;
-    for (o = c->origins; o != NULL; o = o->next) {
-        if (strcmp(o->key, key) == 0) {
-            free(key);
-            return o;
-        }
-    }
     o = calloc(1, sizeof(*o));
     if (o == NULL || sl__url_copy(&o->url, u) < 0) {
         free(o);

@@ -153,24 +153,34 @@ static bool method_wants_length(const char *m)
 int sl__req_write_head(sl_req_t *req)
 {
     struct sbuf b = {0};
-    char *target = sl__url_target(&req->url);
-    char *host = sl__url_host_header(&req->url);
+    const struct sl__url *u = &req->url;
     const struct req_header *h;
     char num[32];
+    bool default_port = (u->port == 80 && strcmp(u->scheme, "http") == 0) ||
+                        (u->port == 443 && strcmp(u->scheme, "https") == 0);
 
-    if (target == NULL || host == NULL) {
-        free(target);
-        free(host);
-        return SL_ENOMEM;
-    }
+    /* Request line and Host, built in place (this runs for every request). */
     sb_str(&b, req->method);
     sb_add(&b, " ", 1);
-    sb_str(&b, target);
-    sb_add(&b, " HTTP/1.1\r\nHost: ", 17);
-    sb_str(&b, host);
-    sb_add(&b, "\r\n", 2);
-    free(target);
-    free(host);
+    sb_str(&b, u->path);
+    if (u->query != NULL) {
+        sb_add(&b, "?", 1);
+        sb_str(&b, u->query);
+    }
+    sb_add(&b, " HTTP/1.1\r\n", 11);
+    if (find_header(req, "Host") == NULL) { /* a user's Host replaces ours (curl -H) */
+        sb_add(&b, "Host: ", 6);
+        if (u->host_is_ipv6)
+            sb_add(&b, "[", 1);
+        sb_str(&b, u->host);
+        if (u->host_is_ipv6)
+            sb_add(&b, "]", 1);
+        if (!default_port) {
+            int n = snprintf(num, sizeof(num), ":%u", (unsigned)u->port);
+            sb_add(&b, num, (size_t)n);
+        }
+        sb_add(&b, "\r\n", 2);
+    }
 
     if (find_header(req, "User-Agent") == NULL)
         sb_header(&b, "User-Agent", req->client->user_agent);

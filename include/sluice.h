@@ -119,7 +119,15 @@ const char *sl_version(void);
     XX(ETIMEDOUT_TLS, "TLS handshake timed out")                                                   \
     XX(ETIMEDOUT_FIRSTBYTE, "timed out waiting for the first response byte")                       \
     XX(ETIMEDOUT_READ, "read timed out (no data between bytes)")                                   \
-    XX(ETIMEDOUT_TOTAL, "transfer exceeded its total time limit")
+    XX(ETIMEDOUT_TOTAL, "transfer exceeded its total time limit")                                 \
+    XX(ETLS_UNKNOWN_CA, "TLS: certificate issuer unknown (not trusted)")                          \
+    XX(ETLS_HOSTNAME, "TLS: certificate does not match the host name")                            \
+    XX(ETLS_EXPIRED, "TLS: certificate has expired")                                              \
+    XX(ETLS_NOT_YET_VALID, "TLS: certificate is not yet valid")                                   \
+    XX(ETLS_SELF_SIGNED, "TLS: self-signed certificate")                                          \
+    XX(ETLS_VERSION, "TLS: no protocol version in common")                                        \
+    XX(ETLS_HANDSHAKE, "TLS handshake failed")                                                    \
+    XX(ETLS_CLIENT_CERT, "TLS: client certificate or key unusable")
 
 #define SL__ERR_BASE (-30000)
 
@@ -617,9 +625,10 @@ void *sl_req_data(const sl_req_t *req);
 /* Add a request header (copied). A name or value containing CR, LF or NUL,
  * or a name that is not an HTTP token, is refused with SL_EBAD_HEADER. A
  * NULL value suppresses a header sluice would add itself (User-Agent,
- * Accept, Accept-Encoding); setting Host, Content-Length or
- * Transfer-Encoding yourself is refused (SL_EBAD_HEADER): sluice owns
- * framing. Before sl_req_start() only. */
+ * Accept, Accept-Encoding). A Host header replaces the one sluice derives
+ * from the URL (as curl -H does). Content-Length and Transfer-Encoding are
+ * refused (SL_EBAD_HEADER): sluice owns framing. Before sl_req_start()
+ * only. */
 int sl_req_header(sl_req_t *req, const char *name, const char *value);
 
 /* Request body from memory, copied. Sets Content-Length. */
@@ -636,7 +645,8 @@ typedef struct sl_timeouts_s {
     uint64_t queue_ms;      /* waiting for a connection slot */
     uint64_t connect_ms;    /* DNS + TCP connect (+ TLS handshake) of a new connection */
     uint64_t first_byte_ms; /* from the request sent to the first response byte */
-    uint64_t read_ms;       /* between two received bytes */
+    uint64_t read_ms;       /* between two received bytes (and before the first
+                               one when first_byte_ms is 0) */
     uint64_t total_ms;      /* the whole transfer, redirects included */
 } sl_timeouts_t;            /* 0 = no limit. Each reports its own SL_ETIMEDOUT_* code. */
 void sl_req_timeouts(sl_req_t *req, const sl_timeouts_t *t);

@@ -1,22 +1,25 @@
 /*
  * bench-timers.c -- sluice's timing wheel against a binary min-heap, on the timer workload of an
- * HTTP client: many concurrent timeouts, nearly all stopped or moved before they expire.
+ * HTTP client: many concurrent timeouts (1..60000 ms), nearly all stopped or moved before they
+ * expire.
  *
  * The heap lives in this file: an array of pointers to timers that store their own index, so
  * stopping is O(log n) (arm = insert, stop = remove at the index, fire = pop the minimum, move =
  * change the key in place and sift). Both sides run the same operation sequence, generated
  * from one seed, and break deadline ties by arming order, so they must fire the same timers in
- * the same order; a checksum of that order is compared, and a mismatch fails the run.
+ * the same order: a checksum of that order is compared, and a mismatch fails the run.
  * The wheel is driven through the public API only: a loop with a fake clock
  * (sl_loop_set_clock) and sl_loop_run_once(loop, 0).
  *
- * Operations, each timed on its own, N timers at a time:
- *   arm_stop       arm N timers (timeouts 1..60000 ms), then stop them in arming order
- *   arm_stop_rand  the same, stopping in random order (cache-hostile: every stop is a miss)
- *   rearm          move the deadline of each of N armed timers to a new random timeout
- *   fire           let N armed timers expire; the clock advances 1 s per iteration
- *   http           arm N; move 60% of them; stop 95%; the last 5% fire (cost per timer)
- * Every figure is the median of several repetitions, in ns per timer (arm_stop: per pair).
+ * Operations, each timed on its own, with N timers:
+ *   arm_stop       arm N timers, then stop them in arming order; ns per arm+stop pair
+ *   arm_stop_rand  the same, stopping in random order (every stop is a cache miss)
+ *   churn          N armed; stop the oldest and arm a new one, N times; ns per stop+arm pair
+ *   rearm          N armed; move the deadline of each; ns per move
+ *   fire           N armed; the clock advances 1 s per iteration until all fired; ns per timer
+ *   http           arm N; move 60%; stop 95%; the other 5% fire; ns per timer (whole life)
+ * Small N are repeated so that each sample covers at least a million operations; every
+ * figure is the median of the samples (CLOCK_MONOTONIC).
  *
  * Usage: bench-timers [--quick] [-n N]
  */
@@ -31,8 +34,9 @@
 #define TIMEOUT_MAX_MS 60000u
 #define FIRE_STEP_MS 1000u
 
-enum op { OP_ARM_STOP, OP_ARM_STOP_RAND, OP_REARM, OP_FIRE, OP_HTTP, NOPS };
-static const char *const op_names[NOPS] = {"arm_stop", "arm_stop_rand", "rearm", "fire", "http"};
+enum op { OP_ARM_STOP, OP_ARM_STOP_RAND, OP_CHURN, OP_REARM, OP_FIRE, OP_HTTP, NOPS };
+static const char *const op_names[NOPS] = {"arm_stop", "arm_stop_rand", "churn",
+                                           "rearm",    "fire",          "http"};
 
 enum impl { IMPL_WHEEL, IMPL_HEAP, NIMPLS };
 static const char *const impl_names[NIMPLS] = {"wheel", "heap"};
@@ -157,6 +161,18 @@ static double wheel_run(struct wheel_bench *b, const struct work *w, enum op op)
         for (size_t i = 0; i < n; i++)
             sl_timer_stop(&t[op == OP_ARM_STOP ? i : w->perm[i]]);
         break;
+    case OP_CHURN:
+        for (size_t i = 0; i < n; i++)
+            sl_timer_start(&t[i], w->timeout[i], 0);
+        t0 = now_ns();
+        for (size_t i = 0; i < n; i++) {
+            sl_timer_stop(&t[i]);
+            sl_timer_start(&t[i], w->timeout2[i], 0);
+        }
+        t1 = now_ns();
+        for (size_t i = 0; i < n; i++)
+            sl_timer_stop(&t[i]);
+        return (double)(t1 - t0) / (double)n;
     case OP_REARM:
         for (size_t i = 0; i < n; i++)
             sl_timer_start(&t[i], w->timeout[i], 0);
@@ -323,6 +339,18 @@ static double heap_run(struct heap *h, struct htimer *t, const struct work *w, e
         for (size_t i = 0; i < n; i++)
             heap_stop(h, &t[op == OP_ARM_STOP ? i : w->perm[i]]);
         break;
+    case OP_CHURN:
+        for (size_t i = 0; i < n; i++)
+            heap_start(h, &t[i], w->timeout[i]);
+        t0 = now_ns();
+        for (size_t i = 0; i < n; i++) {
+            heap_stop(h, &t[i]);
+            heap_start(h, &t[i], w->timeout2[i]);
+        }
+        t1 = now_ns();
+        for (size_t i = 0; i < n; i++)
+            heap_stop(h, &t[i]);
+        return (double)(t1 - t0) / (double)n;
     case OP_REARM:
         for (size_t i = 0; i < n; i++)
             heap_start(h, &t[i], w->timeout[i]);
@@ -372,14 +400,16 @@ static int cmp_double(const void *a, const void *b)
 
 #define MAX_REPS 9
 
-/* Median ns per op of each implementation and operation for `n` timers. Returns 0, or -1 on
- * allocation failure or if the two implementations disagree. */
-static int bench_n(size_t n, int reps, double result[NIMPLS][NOPS])
+/* Median ns per op of each implementation and operation for `n` timers, each sample repeating
+ * the operation until it covers `min_ops` timers. Returns 0, or -1 on allocation failure or if
+ * the two implementations disagree. */
+static int bench_n(size_t n, int reps, size_t min_ops, double result[NIMPLS][NOPS])
 {
     struct wheel_bench *wb = calloc(1, sizeof(*wb));
     struct heap h = {0};
     struct htimer *ht = calloc(n, sizeof(*ht));
     double samples[NIMPLS][NOPS][MAX_REPS];
+    size_t inner = n >= min_ops ? 1 : (min_ops + n - 1) / n;
     struct work w = {0};
     int rc = -1;
 
@@ -401,22 +431,27 @@ static int bench_n(size_t n, int reps, double result[NIMPLS][NOPS])
             /* alternate which side runs first, so that drift does not favour one */
             for (int k = 0; k < NIMPLS; k++) {
                 int impl = (k + r) % NIMPLS;
+                double sum = 0;
                 fired_hash = UINT64_C(0xcbf29ce484222325);
                 fired_count = 0;
-                if (impl == IMPL_WHEEL) {
-                    samples[impl][op][r] = wheel_run(wb, &w, (enum op)op);
-                } else {
-                    /* the heap starts from the loop's time; only relative times matter */
-                    h.now_ms = sl_loop_now(&wb->loop);
-                    samples[impl][op][r] = heap_run(&h, ht, &w, (enum op)op);
+                for (size_t i = 0; i < inner; i++) {
+                    if (impl == IMPL_WHEEL) {
+                        sum += wheel_run(wb, &w, (enum op)op);
+                    } else {
+                        /* the heap starts from the loop's time; only relative times matter */
+                        h.now_ms = sl_loop_now(&wb->loop);
+                        sum += heap_run(&h, ht, &w, (enum op)op);
+                    }
                 }
+                samples[impl][op][r] = sum / (double)inner;
                 hash[impl] = fired_hash;
                 count[impl] = fired_count;
             }
             if (hash[IMPL_WHEEL] != hash[IMPL_HEAP] || count[IMPL_WHEEL] != count[IMPL_HEAP]) {
-                fprintf(stderr, "bench-timers: n=%zu op=%s: wheel fired %zu, heap %zu, in a "
-                        "different order\n", n, op_names[op], count[IMPL_WHEEL],
-                        count[IMPL_HEAP]);
+                fprintf(stderr,
+                        "bench-timers: n=%zu op=%s: wheel fired %zu, heap %zu, in a "
+                        "different order\n",
+                        n, op_names[op], count[IMPL_WHEEL], count[IMPL_HEAP]);
                 goto close;
             }
         }
@@ -450,11 +485,13 @@ int main(int argc, char **argv)
     size_t nsizes = 3;
     double res[3][NIMPLS][NOPS];
     int reps = 5;
+    size_t min_ops = 1000000;
     bool ok = true;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             reps = 1;
+            min_ops = 100000;
         } else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
             sizes[0] = strtoul(argv[++i], NULL, 10);
             nsizes = 1;
@@ -469,7 +506,7 @@ int main(int argc, char **argv)
     }
 
     for (size_t k = 0; k < nsizes; k++) {
-        if (bench_n(sizes[k], reps, res[k]) < 0) {
+        if (bench_n(sizes[k], reps, min_ops, res[k]) < 0) {
             fprintf(stderr, "bench-timers: n=%zu failed\n", sizes[k]);
             return 1;
         }

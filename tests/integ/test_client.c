@@ -1671,8 +1671,8 @@ START_TEST(request_header_validation)
     ck_assert_int_eq(sl_req_header(x->req, "Bad Name", "v"), SL_EBAD_HEADER);
     ck_assert_int_eq(sl_req_header(x->req, "Bad:Name", "v"), SL_EBAD_HEADER);
     ck_assert_int_eq(sl_req_header(x->req, "", "v"), SL_EBAD_HEADER);
-    ck_assert_int_eq(sl_req_header(x->req, "Host", "evil.example"), SL_EBAD_HEADER);
-    ck_assert_int_eq(sl_req_header(x->req, "host", "evil.example"), SL_EBAD_HEADER);
+    /* Host: a value replaces sluice's own (curl -H); removing it is refused. */
+    ck_assert_int_eq(sl_req_header(x->req, "Host", NULL), SL_EBAD_HEADER);
     ck_assert_int_eq(sl_req_header(x->req, "Content-Length", "5"), SL_EBAD_HEADER);
     ck_assert_int_eq(sl_req_header(x->req, "Transfer-Encoding", "chunked"), SL_EBAD_HEADER);
     ck_assert_int_eq(sl_req_header(x->req, "User-Agent", NULL), 0);
@@ -1687,6 +1687,16 @@ START_TEST(request_header_validation)
     ck_assert_int_eq(echo_header(&e, "Host", v, sizeof(v)), 1);
     ck_assert_ptr_null(strstr(v, "evil"));
     ck_assert_int_eq(echo_header(&e, "X-Fine", v, sizeof(v)), 1);
+
+    /* A user Host goes out instead of the derived one, exactly once. */
+    x = xfer_new(&t, "GET", "/echo");
+    xfer_keep(x, 8192);
+    ck_assert_int_eq(sl_req_header(x->req, "host", "virtual.example"), 0);
+    run_one(x, RUN_TIMEOUT_MS);
+    assert_ok(x, 200);
+    echo_parse(x, &e);
+    ck_assert_int_eq(echo_header(&e, "Host", v, sizeof(v)), 1);
+    ck_assert_str_eq(v, "virtual.example");
 
     /* A user value replaces the default User-Agent rather than adding a second one. */
     x = xfer_new(&t, "GET", "/echo");

@@ -1,0 +1,653 @@
+/*
+ * bench-http.c -- sluice against its peers over loopback, in one run.
+ *
+ * It starts Debian's nginx pinned to CPU 0 (generated config and files in a
+ * temporary directory) and runs every client pinned to CPU 1, so that client
+ * CPU time can be compared and not only wall time. Each figure is the median
+ * of --runs runs (default 3). Peers missing from the machine are reported as
+ * skipped, never guessed.
+ *
+ *   A. keep-alive GETs of a 1 KiB file, 50 connections, --duration seconds:
+ *      requests/s and client CPU-seconds per 100k requests, sluice (the
+ *      library, in this process) beside `wrk -t1 -c50`.
+ *   B. 1000 URLs, 50 at a time: wall time and peak RSS of `sluice -Z
+ *      --parallel-max 50` beside `curl --parallel --parallel-max 50` and
+ *      aiohttp (limit 50).
+ *   C. a 1 GiB download to /dev/null and to a file: MB/s and client CPU,
+ *      sluice CLI beside curl, with iperf3's loopback ceiling.
+ *
+ * Output: one machine-readable line per measurement (`bench=http ...`), then
+ * a summary with the ratios and whether each target of issue 3 holds.
+ */
+#include <sluice.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RUNS 9
+
+static int runs = 3;
+static double duration = 10.0;
+static bool quick;
+static bool skip_big;
+static char dir[256];
+static int port;
+static pid_t nginx_pid = -1;
+static char sluice_path[512];
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double tv_s(struct timeval tv)
+{
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    CPU_ZERO(&set);
+    CPU_SET(n > 1 ? cpu : 0, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static bool have(const char *prog)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", prog);
+    return system(cmd) == 0;
+}
+
+/* ---- nginx ------------------------------------------------------------------- */
+
+static int free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), p = -1;
+
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        p = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return p;
+}
+
+static int write_file(const char *name, uint64_t size)
+{
+    char path[512];
+    static char buf[1 << 20];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/www/%s", dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (char)((i * 131 + 7) % 251);
+    while (size > 0) {
+        size_t n = size < sizeof(buf) ? (size_t)size : sizeof(buf);
+        if (write(fd, buf, n) != (ssize_t)n) {
+            close(fd);
+            return -1;
+        }
+        size -= n;
+    }
+    close(fd);
+    return 0;
+}
+
+static bool port_open(int p)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+static int nginx_start(void)
+{
+    char path[512];
+    FILE *f;
+
+    snprintf(dir, sizeof(dir), "/tmp/sluice-bench-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    snprintf(path, sizeof(path), "%s/www", dir);
+    mkdir(path, 0755);
+    if (write_file("1k.bin", 1024) < 0 || (!skip_big && write_file("1g.bin", 1ull << 30) < 0))
+        return -1;
+    port = free_port();
+    snprintf(path, sizeof(path), "%s/nginx.conf", dir);
+    f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f,
+            "%s"
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid %s/nginx.pid;\n"
+            "error_log %s/error.log error;\nevents { worker_connections 4096; }\n"
+            "http {\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n"
+            "  keepalive_requests 1000000;\n  keepalive_timeout 60s;\n"
+            "  client_body_temp_path %s/tmp;\n  proxy_temp_path %s/tmp;\n"
+            "  fastcgi_temp_path %s/tmp;\n  uwsgi_temp_path %s/tmp;\n  scgi_temp_path %s/tmp;\n"
+            "  server {\n    listen 127.0.0.1:%d backlog=4096;\n    root %s/www;\n  }\n}\n",
+            geteuid() == 0 ? "user root;\n" : "", dir, dir, dir, dir, dir, dir, dir, port, dir);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/tmp", dir);
+    mkdir(path, 0755);
+    nginx_pid = fork();
+    if (nginx_pid == 0) {
+        char conf[512];
+        pin(0);
+        snprintf(conf, sizeof(conf), "%s/nginx.conf", dir);
+        execl("/usr/sbin/nginx", "nginx", "-c", conf, "-p", dir, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100; i++) {
+        if (port_open(port))
+            return 0;
+        usleep(50000);
+    }
+    return -1;
+}
+
+static void nginx_stop(void)
+{
+    char cmd[300];
+
+    if (nginx_pid > 0) {
+        kill(nginx_pid, SIGTERM);
+        waitpid(nginx_pid, NULL, 0);
+        nginx_pid = -1;
+    }
+    if (dir[0] != '\0') {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "bench-http: could not remove %s\n", dir);
+    }
+}
+
+/* ---- child processes --------------------------------------------------------- */
+
+struct child_result {
+    int status;
+    double wall, cpu;
+    long maxrss_kb;
+    char out[4096];
+};
+
+/* Run argv pinned to CPU 1 with stdout captured (first 4 KiB) or sent to
+ * `out_path`, and collect wall time, CPU time and peak RSS. */
+static int run_child(char *const argv[], const char *out_path, struct child_result *r)
+{
+    int pfd[2];
+    double t0 = now_s();
+    struct rusage ru;
+    pid_t pid;
+    size_t len = 0;
+
+    memset(r, 0, sizeof(*r));
+    if (pipe(pfd) < 0)
+        return -1;
+    pid = fork();
+    if (pid == 0) {
+        pin(1);
+        int devnull = open("/dev/null", O_WRONLY);
+        if (out_path != NULL) {
+            int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            dup2(fd, 1);
+        } else {
+            dup2(pfd[1], 1);
+        }
+        dup2(devnull, 2);
+        close(pfd[0]);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    for (;;) {
+        ssize_t n = read(pfd[0], r->out + len, sizeof(r->out) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof(r->out) - 1)
+            len = 0; /* keep the tail */
+    }
+    r->out[len] = '\0';
+    close(pfd[0]);
+    if (wait4(pid, &r->status, 0, &ru) < 0)
+        return -1;
+    r->wall = now_s() - t0;
+    r->cpu = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+    r->maxrss_kb = ru.ru_maxrss;
+    return WIFEXITED(r->status) ? WEXITSTATUS(r->status) : 128;
+}
+
+/* ---- A: keep-alive requests/s, in process -------------------------------------- */
+
+struct ka {
+    sl_client_t *client;
+    char url[128];
+    uint64_t done, failed;
+    double deadline;
+    sl_loop_t *loop;
+};
+
+static void ka_start(struct ka *k);
+
+static void ka_done(sl_req_t *req, int status)
+{
+    struct ka *k = sl_req_data(req);
+    sl_req_free(req);
+    if (status == 0)
+        k->done++;
+    else
+        k->failed++;
+    if ((k->done & 255) == 0)
+        sl_loop_update_time(k->loop);
+    if ((double)sl_loop_now_ns(k->loop) / 1e9 < k->deadline)
+        ka_start(k);
+}
+
+static void ka_start(struct ka *k)
+{
+    sl_req_t *req;
+    if (sl_req_new(k->client, "GET", k->url, &req, NULL) < 0)
+        return;
+    sl_req_set_data(req, k);
+    sl_req_callbacks(req, NULL, NULL, ka_done);
+    sl_req_start(req);
+}
+
+static void bench_keepalive(void)
+{
+    double rps[MAX_RUNS], cpu100k[MAX_RUNS], wrps[MAX_RUNS], wcpu100k[MAX_RUNS];
+    int wrk_runs = 0;
+    char url[128], dur[32];
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/1k.bin", port);
+    for (int r = 0; r < runs; r++) {
+        sl_loop_t loop;
+        sl_client_opts_t o;
+        struct ka k = {0};
+        struct rusage a, b;
+        pin(1);
+        sl_loop_init(&loop);
+        sl_client_opts_init(&o);
+        o.max_connections = 50;
+        sl_client_new(&loop, &o, &k.client);
+        k.loop = &loop;
+        snprintf(k.url, sizeof(k.url), "%s", url);
+        getrusage(RUSAGE_SELF, &a);
+        double t0 = now_s();
+        k.deadline = (double)sl_loop_now_ns(&loop) / 1e9 + duration;
+        for (int i = 0; i < 50; i++)
+            ka_start(&k);
+        sl_loop_run(&loop);
+        double wall = now_s() - t0;
+        getrusage(RUSAGE_SELF, &b);
+        sl_client_free(k.client);
+        sl_loop_run(&loop);
+        sl_loop_close(&loop);
+        double cpu = tv_s(b.ru_utime) - tv_s(a.ru_utime) + tv_s(b.ru_stime) - tv_s(a.ru_stime);
+        rps[r] = (double)k.done / wall;
+        cpu100k[r] = cpu / (double)k.done * 1e5;
+        printf("bench=http test=keepalive impl=sluice run=%d requests=%llu failed=%llu "
+               "wall_s=%.3f cpu_s=%.3f rps=%.0f cpu_s_per_100k=%.3f\n",
+               r, (unsigned long long)k.done, (unsigned long long)k.failed, wall, cpu, rps[r],
+               cpu100k[r]);
+        fflush(stdout);
+    }
+    if (have("wrk")) {
+        snprintf(dur, sizeof(dur), "%ds", (int)(duration + 0.5));
+        for (int r = 0; r < runs; r++) {
+            char *argv[] = {"wrk", "-t1", "-c50", "-d", dur, url, NULL};
+            struct child_result cr;
+            run_child(argv, NULL, &cr);
+            char *p = strstr(cr.out, "Requests/sec:");
+            char *q = strstr(cr.out, "requests in");
+            double req_total = 0;
+            if (p == NULL || q == NULL)
+                continue;
+            /* "  682361 requests in 10.00s, ..." */
+            while (q > cr.out && q[-1] != '\n')
+                q--;
+            req_total = strtod(q, NULL);
+            wrps[wrk_runs] = strtod(p + 13, NULL);
+            wcpu100k[wrk_runs] = cr.cpu / req_total * 1e5;
+            printf("bench=http test=keepalive impl=wrk run=%d requests=%.0f cpu_s=%.3f rps=%.0f "
+                   "cpu_s_per_100k=%.3f\n",
+                   r, req_total, cr.cpu, wrps[wrk_runs], wcpu100k[wrk_runs]);
+            fflush(stdout);
+            wrk_runs++;
+        }
+    }
+    double s_rps = median(rps, runs), s_cpu = median(cpu100k, runs);
+    printf("\nA. keep-alive GET 1 KiB, 50 connections, %.0f s (median of %d)\n", duration, runs);
+    printf("   %-8s %12s %22s\n", "client", "requests/s", "CPU-s per 100k req");
+    printf("   %-8s %12.0f %22.3f\n", "sluice", s_rps, s_cpu);
+    if (wrk_runs > 0) {
+        double w_rps = median(wrps, wrk_runs), w_cpu = median(wcpu100k, wrk_runs);
+        printf("   %-8s %12.0f %22.3f\n", "wrk", w_rps, w_cpu);
+        printf("   sluice CPU per request = %.2fx wrk's (target <= 0.80): %s\n", s_cpu / w_cpu,
+               s_cpu / w_cpu <= 0.8 ? "MET" : "NOT MET");
+    } else {
+        printf("   wrk: not installed, skipped\n");
+    }
+    printf("\n");
+}
+
+/* ---- B: 1000 URLs, 50 at a time ------------------------------------------------- */
+
+static void bench_many(void)
+{
+    enum { N = 1000 };
+    char list[512], url[128];
+    double sw[MAX_RUNS], cw[MAX_RUNS], aw[MAX_RUNS];
+    long srss[MAX_RUNS], crss[MAX_RUNS], arss[MAX_RUNS];
+    int cn = 0, an = 0, sn = 0;
+    FILE *f;
+
+    snprintf(list, sizeof(list), "%s/urls.txt", dir);
+    f = fopen(list, "w");
+    for (int i = 0; i < N; i++)
+        fprintf(f, "http://127.0.0.1:%d/1k.bin?i=%d\n", port, i);
+    fclose(f);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/1k.bin?i=", port);
+
+    for (int r = 0; r < runs; r++) {
+        char *argv[] = {sluice_path, "-s", "-Z", "--parallel-max", "50", "-i", list, NULL};
+        struct child_result cr;
+        int rc = run_child(argv, "/dev/null", &cr);
+        if (rc != 0) {
+            printf("bench=http test=1000urls impl=sluice run=%d exit=%d (failed)\n", r, rc);
+            continue;
+        }
+        sw[sn] = cr.wall;
+        srss[sn] = cr.maxrss_kb;
+        printf("bench=http test=1000urls impl=sluice run=%d wall_s=%.3f cpu_s=%.3f maxrss_kb=%ld\n",
+               r, cr.wall, cr.cpu, cr.maxrss_kb);
+        sn++;
+    }
+    if (have("curl")) {
+        char **argv = calloc(N + 8, sizeof(char *));
+        static char urls[N][160];
+        int a = 0;
+        argv[a++] = "curl";
+        argv[a++] = "-s";
+        argv[a++] = "--parallel";
+        argv[a++] = "--parallel-max";
+        argv[a++] = "50";
+        for (int i = 0; i < N; i++) {
+            snprintf(urls[i], sizeof(urls[i]), "%s%d", url, i);
+            argv[a++] = urls[i];
+        }
+        for (int r = 0; r < runs; r++) {
+            struct child_result cr;
+            if (run_child(argv, "/dev/null", &cr) != 0)
+                continue;
+            cw[cn] = cr.wall;
+            crss[cn] = cr.maxrss_kb;
+            printf("bench=http test=1000urls impl=curl run=%d wall_s=%.3f cpu_s=%.3f "
+                   "maxrss_kb=%ld\n",
+                   r, cr.wall, cr.cpu, cr.maxrss_kb);
+            cn++;
+        }
+        free(argv);
+    }
+    if (system("python3 -c 'import aiohttp' >/dev/null 2>&1") == 0) {
+        char script[1024];
+        snprintf(script, sizeof(script),
+                 "import asyncio, aiohttp\n"
+                 "async def main():\n"
+                 "    sem = asyncio.Semaphore(50)\n"
+                 "    conn = aiohttp.TCPConnector(limit=50)\n"
+                 "    async with aiohttp.ClientSession(connector=conn) as s:\n"
+                 "        async def get(i):\n"
+                 "            async with sem:\n"
+                 "                async with s.get('%s%%d' %% i) as r:\n"
+                 "                    await r.read()\n"
+                 "        await asyncio.gather(*(get(i) for i in range(%d)))\n"
+                 "asyncio.run(main())\n",
+                 url, N);
+        char *argv[] = {"python3", "-c", script, NULL};
+        for (int r = 0; r < runs; r++) {
+            struct child_result cr;
+            if (run_child(argv, "/dev/null", &cr) != 0)
+                continue;
+            aw[an] = cr.wall;
+            arss[an] = cr.maxrss_kb;
+            printf("bench=http test=1000urls impl=aiohttp run=%d wall_s=%.3f cpu_s=%.3f "
+                   "maxrss_kb=%ld\n",
+                   r, cr.wall, cr.cpu, cr.maxrss_kb);
+            an++;
+        }
+    }
+    printf("\nB. 1000 URLs, 50 at a time (median of %d; wall time of the whole process)\n", runs);
+    printf("   %-8s %10s %14s\n", "client", "wall ms", "peak RSS MiB");
+    double s_wall = 0, s_rss = 0;
+    if (sn > 0) {
+        double rs[MAX_RUNS];
+        for (int i = 0; i < sn; i++)
+            rs[i] = (double)srss[i];
+        s_wall = median(sw, sn);
+        s_rss = median(rs, sn) / 1024;
+        printf("   %-8s %10.1f %14.2f\n", "sluice", s_wall * 1e3, s_rss);
+    } else {
+        printf("   sluice: failed\n");
+    }
+    if (cn > 0) {
+        double rs[MAX_RUNS];
+        for (int i = 0; i < cn; i++)
+            rs[i] = (double)crss[i];
+        double c_wall = median(cw, cn);
+        printf("   %-8s %10.1f %14.2f\n", "curl", c_wall * 1e3, median(rs, cn) / 1024);
+        if (sn > 0)
+            printf("   sluice wall = %.2fx curl's (target <= 0.50): %s\n", s_wall / c_wall,
+                   s_wall / c_wall <= 0.5 ? "MET" : "NOT MET");
+    }
+    if (an > 0) {
+        double rs[MAX_RUNS];
+        for (int i = 0; i < an; i++)
+            rs[i] = (double)arss[i];
+        printf("   %-8s %10.1f %14.2f\n", "aiohttp", median(aw, an) * 1e3, median(rs, an) / 1024);
+    }
+    if (sn > 0)
+        printf("   sluice peak RSS %.2f MiB (target <= 6 MiB): %s\n", s_rss,
+               s_rss <= 6.0 ? "MET" : "NOT MET");
+    printf("\n");
+}
+
+/* ---- C: 1 GiB --------------------------------------------------------------------- */
+
+static double bench_big_one(const char *impl, const char *dest, double *cpu_out)
+{
+    double mbs[MAX_RUNS], cpu[MAX_RUNS];
+    int n = 0;
+    char url[128], out[512];
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/1g.bin", port);
+    snprintf(out, sizeof(out), "%s/%s", dir, "download.bin");
+    for (int r = 0; r < runs; r++) {
+        struct child_result cr;
+        const char *target = strcmp(dest, "file") == 0 ? out : "/dev/null";
+        char *argv_s[] = {sluice_path, "-s", "-o", (char *)target, url, NULL};
+        char *argv_c[] = {"curl", "-s", "-o", (char *)target, url, NULL};
+        int rc = run_child(strcmp(impl, "sluice") == 0 ? argv_s : argv_c, "/dev/null", &cr);
+        unlink(out);
+        if (rc != 0)
+            continue;
+        mbs[n] = (double)(1ull << 30) / 1e6 / cr.wall;
+        cpu[n] = cr.cpu;
+        printf("bench=http test=1gib dest=%s impl=%s run=%d wall_s=%.3f cpu_s=%.3f MBps=%.0f\n",
+               dest, impl, r, cr.wall, cr.cpu, mbs[n]);
+        fflush(stdout);
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    *cpu_out = median(cpu, n);
+    return median(mbs, n);
+}
+
+static double iperf_ceiling(void)
+{
+    pid_t srv;
+    double v = 0;
+
+    if (!have("iperf3"))
+        return 0;
+    int p = free_port();
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", p);
+    srv = fork();
+    if (srv == 0) {
+        pin(0);
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execlp("iperf3", "iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", ps, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 50 && !port_open(p); i++)
+        usleep(50000);
+    char *argv[] = {"iperf3", "-c", "127.0.0.1", "-p", ps, "-n", "1G", "-f", "m", NULL};
+    struct child_result cr;
+    run_child(argv, NULL, &cr);
+    /* "... 1.00 GBytes  23456 Mbits/sec  receiver" */
+    char *rcv = strstr(cr.out, "receiver");
+    if (rcv != NULL) {
+        char *m = rcv;
+        while (m > cr.out && strncmp(m, "Mbits/sec", 9) != 0)
+            m--;
+        char *num = m;
+        while (num > cr.out && num[-1] == ' ')
+            num--;
+        while (num > cr.out && (num[-1] == '.' || (num[-1] >= '0' && num[-1] <= '9')))
+            num--;
+        v = strtod(num, NULL) / 8.0; /* MB/s */
+    }
+    kill(srv, SIGTERM);
+    waitpid(srv, NULL, 0);
+    return v;
+}
+
+static void bench_big(void)
+{
+    double s_cpu = 0, c_cpu = 0, sf_cpu = 0, cf_cpu = 0;
+    double ceiling = iperf_ceiling();
+    double s_null = bench_big_one("sluice", "null", &s_cpu);
+    double c_null = have("curl") ? bench_big_one("curl", "null", &c_cpu) : 0;
+    double s_file = bench_big_one("sluice", "file", &sf_cpu);
+    double c_file = have("curl") ? bench_big_one("curl", "file", &cf_cpu) : 0;
+
+    printf("\nC. 1 GiB download (median of %d)\n", runs);
+    printf("   %-22s %10s %10s\n", "client", "MB/s", "CPU s");
+    printf("   %-22s %10.0f %10.3f\n", "sluice -> /dev/null", s_null, s_cpu);
+    printf("   %-22s %10.0f %10.3f\n", "curl   -> /dev/null", c_null, c_cpu);
+    printf("   %-22s %10.0f %10.3f\n", "sluice -> file", s_file, sf_cpu);
+    printf("   %-22s %10.0f %10.3f\n", "curl   -> file", c_file, cf_cpu);
+    if (ceiling > 0)
+        printf("   %-22s %10.0f\n", "iperf3 ceiling", ceiling);
+    if (c_null > 0)
+        printf("   /dev/null: sluice = %.2fx curl (target >= 1.3): %s\n", s_null / c_null,
+               s_null / c_null >= 1.3 ? "MET" : "NOT MET");
+    if (ceiling > 0)
+        printf("   /dev/null: sluice = %.0f%% of the ceiling (target >= 80%%): %s\n",
+               100 * s_null / ceiling, s_null / ceiling >= 0.8 ? "MET" : "NOT MET");
+    if (c_file > 0)
+        printf("   file: sluice = %.2fx curl (target >= 1.5): %s\n", s_file / c_file,
+               s_file / c_file >= 1.5 ? "MET" : "NOT MET");
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+            duration = 2;
+            runs = 1;
+            skip_big = true;
+        } else if (strcmp(argv[i], "--duration") == 0 && i + 1 < argc) {
+            duration = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
+            runs = atoi(argv[++i]);
+            if (runs < 1 || runs > MAX_RUNS)
+                runs = 3;
+        } else if (strcmp(argv[i], "--no-1g") == 0) {
+            skip_big = true;
+        } else if (strcmp(argv[i], "--sluice") == 0 && i + 1 < argc) {
+            snprintf(sluice_path, sizeof(sluice_path), "%s", argv[++i]);
+        } else {
+            fprintf(stderr,
+                    "usage: bench-http [--quick] [--duration S] [--runs N] [--no-1g] "
+                    "[--sluice PATH]\n");
+            return 2;
+        }
+    }
+    if (sluice_path[0] == '\0') {
+        /* The CLI next to this program in the build tree. */
+        char self[400];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            char *slash = strrchr(self, '/');
+            if (slash != NULL)
+                *slash = '\0';
+            snprintf(sluice_path, sizeof(sluice_path), "%s/sluice", self);
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (access("/usr/sbin/nginx", X_OK) != 0) {
+        fprintf(stderr, "bench-http: nginx is not installed (scripts/deps.sh bench)\n");
+        return 1;
+    }
+    if (nginx_start() < 0) {
+        fprintf(stderr, "bench-http: could not start nginx in %s\n", dir);
+        nginx_stop();
+        return 1;
+    }
+    printf("bench-http: nginx on 127.0.0.1:%d pinned to CPU 0, clients on CPU 1; %d run(s)\n\n",
+           port, runs);
+    bench_keepalive();
+    bench_many();
+    if (!skip_big)
+        bench_big();
+    nginx_stop();
+    return 0;
+}
