@@ -414,8 +414,10 @@ void sl_timer_init(sl_loop_t *loop, sl_timer_t *t, sl_timer_cb cb);
 
 /* Arm (or re-arm) `t` to fire `timeout_ms` from sl_loop_now(), then every
  * `repeat_ms` if non-zero. Re-arming an active timer moves its deadline.
- * A repeating timer is re-armed *before* its callback runs (from the time it
- * was due), so the callback may stop it, re-arm it or free its memory.
+ * A repeating timer is re-armed *before* its callback runs, `repeat_ms` from
+ * the loop's current time (as libuv does: a late loop does not cause a burst
+ * of catch-up calls), so the callback may stop it, re-arm it or free its
+ * memory.
  * O(1), never allocates. Returns 0 or SL_EINVAL (no callback). */
 int sl_timer_start(sl_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms);
 

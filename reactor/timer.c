@@ -1,19 +1,17 @@
 /*
- * timer.c -- timers on a hierarchical timing wheel (1 ms granules).
+ * timer.c -- timers on a hierarchical timing wheel (1 ms granules, h2o's timerwheel placement).
  *
- * The wheel has SL__WHEEL_LEVELS (11) levels of 64 slots. A slot of level L spans 64^L ms
- * (L0: 1 ms, L1: 64 ms, L2: 4.1 s, L3: 4.4 min, L4: 4.7 h, L5: 12 days, L6: 2.2 years, ...),
- * so 11 levels of 6 bits cover every 64-bit deadline exactly: nothing is ever clamped.
- * A deadline d >= last_run goes to the level of the highest 6-bit group in which d and last_run
- * differ, in the slot named by that group of d (h2o's timerwheel). A level-0 slot thus holds one
- * exact deadline. When the clock reaches the start of a coarser slot, the slot is cascaded: its
- * timers are re-linked relative to the new last_run and drop to finer levels, still carrying their
- * exact deadline. So the wheel adds no lateness of its own: a timer fires at the first collect
- * whose `now` has reached its deadline, never before. A timer armed with a deadline already behind
- * last_run waits on the `due` list for the next collect. Each batch of expired timers is handed
- * out in order of (deadline, arming sequence). Arming, re-arming and stopping are O(1) and never
- * allocate; a re-arm into the slot the timer already occupies only rewrites its deadline (Linux
- * mod_timer).
+ * 11 levels of 64 slots: a level-L slot spans 64^L ms (L0 1 ms, L1 64 ms, L2 4.1 s, L3 4.4 min,
+ * L4 4.7 h, L5 12 days, L6 2.2 years, ..., L10 bits 60-63), so every 64-bit deadline is placed
+ * exactly, never clamped. A deadline d >= last_run goes to the level of the highest 6-bit group
+ * in which d and last_run differ, in the slot named by that group of d; a level-0 slot thus holds
+ * one exact deadline. When the clock reaches the start of a coarser slot, the slot is cascaded:
+ * its timers are re-linked relative to the new last_run and drop to finer levels, keeping their
+ * exact deadline. So a timer fires at the first collect whose `now` has reached its deadline:
+ * never early, and never late because of the wheel (lateness is the loop's: other callbacks and
+ * the poll resolution). Deadlines already behind last_run wait on the `due` list for the next
+ * collect. Batches are handed out by (deadline, arming sequence). Arm, re-arm and stop are O(1)
+ * and never allocate; a re-arm within the same slot only rewrites the deadline (Linux mod_timer).
  */
 #include "reactor-int.h"
 
@@ -94,7 +92,8 @@ bool sl__wheel_empty(const struct sl__wheel *w)
     return true;
 }
 
-void sl__wheel_link(struct sl__wheel *w, sl_timer_t *t)
+/* The bodies of sl__wheel_link() and sl__wheel_unlink(), inlined into the arming paths. */
+static inline void wheel_link(struct sl__wheel *w, sl_timer_t *t)
 {
     int32_t where = wheel_where(w, t->deadline);
     unsigned lv, s;
@@ -111,7 +110,7 @@ void sl__wheel_link(struct sl__wheel *w, sl_timer_t *t)
     w->occupied[lv] |= UINT64_C(1) << s;
 }
 
-void sl__wheel_unlink(struct sl__wheel *w, sl_timer_t *t)
+static inline void wheel_unlink(struct sl__wheel *w, sl_timer_t *t)
 {
     int32_t where = t->where;
 
@@ -126,11 +125,22 @@ void sl__wheel_unlink(struct sl__wheel *w, sl_timer_t *t)
     }
 }
 
+void sl__wheel_link(struct sl__wheel *w, sl_timer_t *t)
+{
+    wheel_link(w, t);
+}
+
+void sl__wheel_unlink(struct sl__wheel *w, sl_timer_t *t)
+{
+    wheel_unlink(w, t);
+}
+
 /*
  * The earliest occupied slot: its start, level and index; false if the wheel has none.
  * Occupied slots sit at or after last_run's own slot on each level (strictly after it on
- * levels >= 1 between collects). On equal starts the higher level wins, so that a coarse slot
- * is cascaded into the level-0 slot of the same millisecond before that one fires.
+ * levels >= 1 between collects, which rules out equal starts). Should two starts ever be equal,
+ * the higher level wins, so that a coarse slot is cascaded into the level-0 slot of the same
+ * millisecond before that one fires.
  */
 static bool wheel_earliest(const struct sl__wheel *w, uint64_t *start, unsigned *level,
                            unsigned *slot)
@@ -189,8 +199,10 @@ static struct sl__queue *batch_merge(struct sl__queue *a, struct sl__queue *b)
 /*
  * Sort a batch by (deadline, seq): a bottom-up merge sort on the `next` chain (bins[i] holds a
  * sorted run of 2^i nodes, like a binary counter), then the `prev` links are rebuilt. O(n log n)
- * time, O(1) memory. Needed when timers reach one level-0 slot by different routes (cascades
- * from several levels, re-arms in place), or when the due list was not in order.
+ * time, O(1) memory. Slots are visited in time order and cascades move whole lists in order (all
+ * timers of one deadline share a slot at any time), so batches are usually sorted already; what
+ * unsorts one is a re-arm in place (a new sequence, an old position in the slot) or a due list
+ * whose deadlines are not in arming order.
  */
 static void batch_sort(struct sl__queue *batch)
 {
@@ -280,7 +292,7 @@ void sl__wheel_collect(struct sl__wheel *w, uint64_t now_ms, struct sl__queue *e
                 sl_timer_t *t = node_timer(cascade.next);
                 sl__queue_remove(&t->node);
                 assert(t->deadline >= w->last_run);
-                sl__wheel_link(w, t);
+                wheel_link(w, t);
             }
         }
     }
@@ -338,13 +350,15 @@ static bool timer_counted(const sl_timer_t *t)
 static void timer_arm(struct sl__wheel *w, sl_timer_t *t, uint64_t deadline)
 {
     t->seq = ++w->seq;
-    if ((t->where >= 0 || t->where == SL__TIMER_DUE) && wheel_where(w, deadline) == t->where) {
-        t->deadline = deadline;
-        return;
+    if (t->where != SL__TIMER_IDLE) {
+        if (t->where != SL__TIMER_EXPIRED && wheel_where(w, deadline) == t->where) {
+            t->deadline = deadline;
+            return;
+        }
+        wheel_unlink(w, t);
     }
-    sl__wheel_unlink(w, t);
     t->deadline = deadline;
-    sl__wheel_link(w, t);
+    wheel_link(w, t);
 }
 
 void sl_timer_init(sl_loop_t *loop, sl_timer_t *t, sl_timer_cb cb)
@@ -376,7 +390,7 @@ void sl_timer_stop(sl_timer_t *t)
 {
     if (!(t->flags & SL__F_ACTIVE))
         return;
-    sl__wheel_unlink(&t->loop->wheel, t);
+    wheel_unlink(&t->loop->wheel, t);
     t->flags &= ~SL__F_ACTIVE;
     if (timer_counted(t))
         sl__loop_active_dec(t->loop);
@@ -433,7 +447,7 @@ void sl__timers_run(sl_loop_t *loop)
     while (!sl__queue_empty(&batch)) {
         sl_timer_t *t = node_timer(batch.next);
 
-        sl__wheel_unlink(&loop->wheel, t);
+        wheel_unlink(&loop->wheel, t);
         if (t->repeat != 0) {
             timer_arm(&loop->wheel, t, sat_add(loop->now_ms, t->repeat));
         } else {

@@ -25,7 +25,6 @@
  */
 #include "sluice.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,10 +133,13 @@ static void wheel_cb(sl_timer_t *t)
     note_fired((size_t)(t - wheel_base));
 }
 
+/* Every timeout has expired after this many steps; a shortfall shows in the checksum. */
+#define FIRE_MAX_STEPS (TIMEOUT_MAX_MS / FIRE_STEP_MS + 2)
+
 /* Advance the fake clock a step at a time until `expect` timers have fired in total. */
 static void wheel_fire_all(struct wheel_bench *b, size_t expect)
 {
-    while (fired_count < expect) {
+    for (unsigned k = 0; fired_count < expect && k < FIRE_MAX_STEPS; k++) {
         b->clock_ns += FIRE_STEP_MS * UINT64_C(1000000);
         sl_loop_run_once(&b->loop, 0);
     }
@@ -216,11 +218,17 @@ static double wheel_run(struct wheel_bench *b, const struct work *w, enum op op)
 
 #define HEAP_NONE SIZE_MAX
 
+/* A heap timer handle: the fields of sl_timer_t, with a heap index in place of the list node
+ * and slot number, so that both sides move the same amount of memory (64 vs 72 bytes). */
 struct htimer {
+    void *data;
+    void *loop;
+    void (*cb)(struct htimer *t);
     uint64_t deadline;
+    uint64_t repeat;
     uint64_t seq;
     size_t index; /* position in the heap array, HEAP_NONE when not armed */
-    void (*cb)(struct htimer *t);
+    uint32_t flags;
 };
 
 struct heap {
@@ -310,7 +318,7 @@ static void heap_cb(struct htimer *t)
 
 static void heap_fire_all(struct heap *h, size_t expect)
 {
-    while (fired_count < expect) {
+    for (unsigned k = 0; fired_count < expect && k < FIRE_MAX_STEPS; k++) {
         h->now_ms += FIRE_STEP_MS;
         while (h->n > 0 && h->a[0]->deadline <= h->now_ms) {
             struct htimer *t = h->a[0];
@@ -486,7 +494,6 @@ int main(int argc, char **argv)
     double res[3][NIMPLS][NOPS];
     int reps = 5;
     size_t min_ops = 1000000;
-    bool ok = true;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
@@ -495,8 +502,8 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
             sizes[0] = strtoul(argv[++i], NULL, 10);
             nsizes = 1;
-            if (sizes[0] < 2) {
-                fprintf(stderr, "bench-timers: -n needs at least 2\n");
+            if (sizes[0] < 2 || sizes[0] > UINT32_MAX) {
+                fprintf(stderr, "bench-timers: -n takes 2 .. %u\n", UINT32_MAX);
                 return 2;
             }
         } else {
@@ -506,7 +513,9 @@ int main(int argc, char **argv)
     }
 
     for (size_t k = 0; k < nsizes; k++) {
-        if (bench_n(sizes[k], reps, min_ops, res[k]) < 0) {
+        /* the largest size takes most of the time: three samples are enough there */
+        int r = sizes[k] >= 1000000 && reps > 3 ? 3 : reps;
+        if (bench_n(sizes[k], r, min_ops, res[k]) < 0) {
             fprintf(stderr, "bench-timers: n=%zu failed\n", sizes[k]);
             return 1;
         }
@@ -519,19 +528,17 @@ int main(int argc, char **argv)
                    res[k][IMPL_WHEEL][op], res[k][IMPL_HEAP][op],
                    res[k][IMPL_HEAP][op] / res[k][IMPL_WHEEL][op]);
 
+    /* Missed targets are reported, not fatal: timings depend on the machine and its load.
+     * Only a disagreement between the two implementations fails the run. */
     if (nsizes == 3) {
         double speedup = res[2][IMPL_HEAP][OP_ARM_STOP] / res[2][IMPL_WHEEL][OP_ARM_STOP];
         double growth = res[2][IMPL_WHEEL][OP_ARM_STOP] / res[0][IMPL_WHEEL][OP_ARM_STOP];
-        bool fast = speedup >= 3.0, flat = growth <= 1.5;
-        printf("\ncheck: n=1000000 arm_stop heap/wheel = %.2fx (target >= 3x): %s\n", speedup,
-               fast ? "PASS" : "FAIL");
-        printf("check: wheel arm_stop per op 10k -> 1M = %.2fx (target <= 1.5x): %s\n", growth,
-               flat ? "PASS" : "FAIL");
-        ok = fast && flat;
-        printf("bench=timers check=%s\n", ok ? "pass" : "fail");
+        printf("\nbench=timers check=speedup n=1000000 op=arm_stop heap_over_wheel=%.2f "
+               "target=3.00 result=%s\n",
+               speedup, speedup >= 3.0 ? "pass" : "fail");
+        printf("bench=timers check=growth impl=wheel op=arm_stop n1=10000 n2=1000000 ratio=%.2f "
+               "target=1.50 result=%s\n",
+               growth, growth <= 1.5 ? "pass" : "fail");
     }
-    /* Missed targets are reported, not fatal: timings depend on the machine and its load.
-     * Only a disagreement between the two implementations fails the run. */
-    (void)ok;
     return 0;
 }

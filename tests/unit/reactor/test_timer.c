@@ -272,7 +272,7 @@ START_TEST(wheel_order_deadline_then_seq)
     const uint64_t d = ((base + 300000) & ~UINT64_C(63)) + 40; /* low group 40 */
     const uint64_t arm_at[] = {base, d - 200000, d - 3000, d - 500, d - 30, d - 5, d - 1};
     struct wt x[7], y[7], z[7], r, v1, v2; /* x: d, y: d + 1, z: d - 1 */
-    struct wt *out[32];
+    struct wt *out[32], *expect[32];
     uint64_t levels = 0;
     size_t n, k;
 
@@ -314,16 +314,18 @@ START_TEST(wheel_order_deadline_then_seq)
 
     n = wheel_fire(&w, d, out, SL__ARRAY_SIZE(out));
     ck_assert_uint_eq(n, 2 + 7 + 8);
-    k = 0;
-    ck_assert_ptr_eq(out[k++], &v2);
-    ck_assert_ptr_eq(out[k++], &v1);
+    expect[0] = &v2;
+    expect[1] = &v1;
+    k = 2;
     for (size_t i = 0; i < 7; i++)
-        ck_assert_ptr_eq(out[k++], &z[i]);
+        expect[k++] = &z[i];
     for (size_t i = 0; i < 7; i++) {
-        ck_assert_ptr_eq(out[k++], &x[i]);
+        expect[k++] = &x[i];
         if (i == 3)
-            ck_assert_ptr_eq(out[k++], &r);
+            expect[k++] = &r;
     }
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(out[i] == expect[i], "position %zu", i);
     n = wheel_fire(&w, d + 1, out, SL__ARRAY_SIZE(out));
     ck_assert_uint_eq(n, 7);
     for (size_t i = 0; i < 7; i++)
