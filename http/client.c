@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define DECODE_CHUNK (32 * 1024)
 
@@ -73,6 +74,7 @@ void sl_client_opts_init(sl_client_opts_t *o)
 }
 
 static void client_reap_cb(sl_defer_t *d);
+static void rate_timer_cb(sl_timer_t *t);
 
 int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **out)
 {
@@ -102,6 +104,18 @@ int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **o
             goto fail;
         c->opts.dns_servers = c->dns_servers;
     }
+    {
+        const char **src[4] = {&c->opts.tls_cafile, &c->opts.tls_capath, &c->opts.tls_cert,
+                               &c->opts.tls_key};
+        for (int i = 0; i < 4; i++) {
+            if (*src[i] == NULL)
+                continue;
+            c->tls_strings[i] = strdup(*src[i]);
+            if (c->tls_strings[i] == NULL)
+                goto fail;
+            *src[i] = c->tls_strings[i];
+        }
+    }
     c->limits.max_header_bytes = c->opts.max_header_bytes ? c->opts.max_header_bytes : 65536;
     c->limits.max_header_fields = c->opts.max_header_fields ? c->opts.max_header_fields : 100;
     sl__queue_init(&c->conns);
@@ -109,6 +123,11 @@ int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **o
     sl__queue_init(&c->requests);
     sl__pool_init(c);
     sl_defer_init(loop, &c->reaper, client_reap_cb);
+    sl__queue_init(&c->rate_waiting);
+    sl_timer_init(loop, &c->rate_timer, rate_timer_cb);
+    sl__bucket_init(&c->bucket, c->opts.rate_per_s, c->opts.rate_burst > 0 ? c->opts.rate_burst : 1,
+                    sl_loop_now_ns(loop));
+    c->rng = sl_loop_now_ns(loop) ^ (uint64_t)(uintptr_t)c;
 
     sl__dns_opts_init(&dopts);
     dopts.kind = c->opts.resolver == SL_RESOLVER_SYSTEM ? SL__RESOLVER_SYSTEM : SL__RESOLVER_ARES;
@@ -125,6 +144,8 @@ int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **o
 fail:
     free(c->user_agent);
     free(c->dns_servers);
+    for (int i = 0; i < 4; i++)
+        free(c->tls_strings[i]);
     free(c);
     return rc;
 }
@@ -137,8 +158,11 @@ static void client_reap_cb(sl_defer_t *d)
         return; /* the last sl_req_free() queues us again */
     sl__pool_free(c);
     sl__dns_free(c->dns);
+    sl__tls_ctx_free(c->tls);
     free(c->user_agent);
     free(c->dns_servers);
+    for (int i = 0; i < 4; i++)
+        free(c->tls_strings[i]);
     free(c);
 }
 
@@ -155,6 +179,7 @@ void sl_client_free(sl_client_t *c)
         req_finish(req, SL_ECANCELED);
     }
     sl__pool_free(c);
+    sl_timer_stop(&c->rate_timer);
     sl_defer_start(&c->reaper);
 }
 
@@ -163,6 +188,7 @@ void sl_client_free(sl_client_t *c)
 static void req_defer_cb(sl_defer_t *d);
 static void total_timer_cb(sl_timer_t *t);
 static void phase_timer_cb(sl_timer_t *t);
+static void retry_timer_cb(sl_timer_t *t);
 
 int sl_req_new(sl_client_t *c, const char *method, const char *url, sl_req_t **out,
                const char **why)
@@ -205,6 +231,7 @@ int sl_req_new(sl_client_t *c, const char *method, const char *url, sl_req_t **o
     sl__queue_init(&req->all_node);
     sl_timer_init(c->loop, &req->total_timer, total_timer_cb);
     sl_timer_init(c->loop, &req->phase_timer, phase_timer_cb);
+    sl_timer_init(c->loop, &req->retry_timer, retry_timer_cb);
     sl_defer_init(c->loop, &req->defer, req_defer_cb);
     c->nreqs++;
     *out = req;
@@ -324,6 +351,15 @@ void sl_req_expect_continue(sl_req_t *req, size_t min_bytes)
     req->expect_min = min_bytes;
 }
 
+void sl_req_retry(sl_req_t *req, const sl_retry_t *r)
+{
+    req->retry = *r;
+    if (req->retry.delay_ms == 0)
+        req->retry.delay_ms = 1000;
+    if (req->retry.max_delay_ms == 0)
+        req->retry.max_delay_ms = 30000;
+}
+
 void sl_req_callbacks(sl_req_t *req, sl_head_cb on_head, sl_data_cb on_data, sl_done_cb on_done)
 {
     req->on_head = on_head;
@@ -426,6 +462,10 @@ static void phase_timer_cb(sl_timer_t *t)
         ms = req->timeouts.read_ms;
         what = "waiting for more response data";
         break;
+    case SL_ETIMEDOUT_TLS:
+        ms = req->timeouts.tls_ms;
+        what = "in the TLS handshake";
+        break;
     }
     sl__req_fail(req, req->phase_error, "timed out after %llu ms %s",
                  (unsigned long long)ms, what);
@@ -448,14 +488,103 @@ static void req_reset_hop(sl_req_t *req)
     req->result.bytes_wire = 0;
 }
 
+static void req_acquire_now(sl_req_t *req);
+
+/* Whether both buckets (global and origin) have a token; takes them if so.
+ * `*wait_ns` gets the time until both could. */
+static bool rate_take(sl_client_t *c, struct origin *o, uint64_t now, uint64_t *wait_ns)
+{
+    uint64_t wg = sl__bucket_wait_ns(&c->bucket, now);
+    uint64_t wh = o != NULL ? sl__bucket_wait_ns(&o->bucket, now) : 0;
+
+    *wait_ns = SL__MAX(wg, wh);
+    if (*wait_ns > 0)
+        return false;
+    sl__bucket_take(&c->bucket, now);
+    if (o != NULL)
+        sl__bucket_take(&o->bucket, now);
+    return true;
+}
+
+static void rate_arm(sl_client_t *c, uint64_t wait_ns)
+{
+    uint64_t ms = (wait_ns + 999999) / 1000000;
+    uint64_t due = sl_loop_now(c->loop) + ms;
+
+    if (!sl_timer_active(&c->rate_timer) || sl_timer_deadline(&c->rate_timer) > due)
+        sl_timer_start(&c->rate_timer, ms, 0);
+}
+
+/* Serve the requests waiting for tokens, in order. A request whose origin
+ * has no token yet does not hold up the others; one that lacks a global
+ * token stops the walk (FIFO). */
+static void rate_dispatch(sl_client_t *c)
+{
+    struct sl__queue *q = c->rate_waiting.next;
+    uint64_t now, soonest = UINT64_MAX;
+
+    sl_loop_update_time(c->loop);
+    now = sl_loop_now_ns(c->loop);
+    while (q != &c->rate_waiting) {
+        sl_req_t *req = sl__queue_data(q, sl_req_t, wait_node);
+        struct sl__queue *next = q->next;
+        uint64_t w;
+
+        if (rate_take(c, req->origin, now, &w)) {
+            sl__queue_remove(q);
+            req->rate_waiting = false;
+            req_acquire_now(req);
+        } else {
+            soonest = SL__MIN(soonest, w);
+            if (sl__bucket_wait_ns(&c->bucket, now) > 0)
+                break;
+        }
+        q = next;
+    }
+    if (!sl__queue_empty(&c->rate_waiting))
+        rate_arm(c, soonest == UINT64_MAX ? 1000000 : soonest);
+}
+
+static void rate_timer_cb(sl_timer_t *t)
+{
+    sl_client_t *c = sl__container_of(t, sl_client_t, rate_timer);
+    rate_dispatch(c);
+}
+
 static void req_acquire(sl_req_t *req)
+{
+    sl_client_t *c = req->client;
+    uint64_t wait_ns;
+
+    req_set_state(req, REQ_QUEUED);
+    if (c->opts.rate_per_s > 0 || c->opts.host_rate_per_s > 0) {
+        req->origin = sl__pool_origin(c, &req->url);
+        if (req->origin == NULL) {
+            sl__req_fail(req, SL_ENOMEM, "out of memory");
+            return;
+        }
+        /* Behind others already waiting, or without a token: wait in line. */
+        if (!sl__queue_empty(&c->rate_waiting) ||
+            !rate_take(c, req->origin, sl_loop_now_ns(c->loop), &wait_ns)) {
+            sl__queue_insert_tail(&c->rate_waiting, &req->wait_node);
+            req->rate_waiting = true;
+            req_phase(req, req->timeouts.queue_ms, SL_ETIMEDOUT_QUEUE);
+            rate_dispatch(c);
+            return;
+        }
+    }
+    req_acquire_now(req);
+}
+
+static void req_acquire_now(sl_req_t *req)
 {
     int rc;
 
-    req_set_state(req, REQ_QUEUED);
     rc = sl__pool_acquire(req->client, req);
     if (rc < 0) {
-        sl__req_fail(req, rc, "could not get a connection: %s", sl_strerror(rc));
+        const char *tls_why = req->client->tls_error;
+        sl__req_fail(req, rc, "could not get a connection: %s%s%s", sl_strerror(rc),
+                     tls_why[0] ? ": " : "", tls_why);
         return;
     }
     if (req->state == REQ_QUEUED && sl__queue_linked(&req->wait_node)) {
@@ -549,8 +678,10 @@ static void req_finish(sl_req_t *req, int err)
     req->start_pending = false;
     sl_timer_stop(&req->total_timer);
     sl_timer_stop(&req->phase_timer);
+    sl_timer_stop(&req->retry_timer);
     if (sl__queue_linked(&req->wait_node))
         sl__pool_remove_waiting(req);
+    req->rate_waiting = false;
     if (req->conn != NULL) {
         /* A connection still connecting stays useful to others; one in the
          * middle of an exchange is in an unknown state and is closed. */
@@ -575,15 +706,80 @@ static void req_finish(sl_req_t *req, int err)
     }
 }
 
+static void req_reset_hop(sl_req_t *req);
+
+/* Whether another attempt is allowed now, and after how long. `hint_ms` is a
+ * server's Retry-After (UINT64_MAX: none). */
+static bool retry_allowed(sl_req_t *req, uint64_t hint_ms, uint64_t *wait_ms)
+{
+    const sl_retry_t *r = &req->retry;
+    uint64_t w;
+
+    if (r->max == 0 || req->attempts_retried >= r->max || req->freed || req->client->closing)
+        return false;
+    if (!r->all_methods && !sl__req_idempotent(req))
+        return false;
+    if (!sl__req_replayable(req) || req->result.bytes_down > 0)
+        return false; /* the user already has part of a body: resuming is not done here */
+    if (hint_ms != UINT64_MAX)
+        w = SL__MIN(hint_ms, r->max_delay_ms);
+    else
+        w = sl__backoff_ms(req->attempts_retried, r->delay_ms, r->max_delay_ms, &req->client->rng);
+    if (r->max_time_ms > 0 && req_elapsed_us(req) / 1000 + w > r->max_time_ms)
+        return false;
+    if (req->timeouts.total_ms > 0 && req_elapsed_us(req) / 1000 + w >= req->timeouts.total_ms)
+        return false;
+    *wait_ms = w;
+    return true;
+}
+
+static void retry_timer_cb(sl_timer_t *t)
+{
+    sl_req_t *req = sl__container_of(t, sl_req_t, retry_timer);
+
+    if (!req_gone(req))
+        req_acquire(req);
+}
+
+/* Drop this attempt (its connection, its response) and start the next one
+ * after `wait_ms`. */
+static void req_schedule_retry(sl_req_t *req, uint64_t wait_ms, const char *why)
+{
+    if (req->conn != NULL) {
+        struct conn *conn = req->conn;
+        bool keep = conn->state == CONN_RESOLVE || conn->state == CONN_CONNECT;
+        sl__conn_detach(conn, keep);
+    }
+    if (sl__queue_linked(&req->wait_node))
+        sl__pool_remove_waiting(req);
+    req->rate_waiting = false;
+    sl_timer_stop(&req->phase_timer);
+    req_reset_hop(req);
+    req->retry_discard = false;
+    req->stale_retried = false;
+    req->attempts_retried++;
+    req->result.retries++;
+    req_set_state(req, REQ_QUEUED);
+    sl__req_tracef(req, "Retry %u of %u in %llu ms: %s", req->attempts_retried, req->retry.max,
+                   (unsigned long long)wait_ms, why);
+    sl_timer_start(&req->retry_timer, wait_ms, 0);
+}
+
 void sl__req_fail(sl_req_t *req, int err, const char *fmt, ...)
 {
     va_list ap;
+    uint64_t wait;
 
     if (req_gone(req))
         return;
     va_start(ap, fmt);
     vsnprintf(req->errmsg, sizeof(req->errmsg), fmt, ap);
     va_end(ap);
+    if (sl__error_retryable(err) && retry_allowed(req, UINT64_MAX, &wait)) {
+        req_schedule_retry(req, wait, req->errmsg);
+        req->errmsg[0] = '\0';
+        return;
+    }
     req_finish(req, err);
 }
 
@@ -659,9 +855,6 @@ void sl__req_conn_ready(sl_req_t *req)
         if (conn->requests > 0)
             sl__req_tracef(req, "Re-using connection to %s port %u", conn->peer_ip,
                            conn->peer_port);
-        else
-            sl__req_tracef(req, "Connected to %s (%s) port %u", req->url.host, conn->peer_ip,
-                           conn->peer_port);
         sl__req_trace(req, SL_TRACE_HEAD_OUT, req->head_buf, req->head_len);
     }
     sl__conn_exchange(conn);
@@ -685,6 +878,20 @@ void sl__req_sent(sl_req_t *req)
         req_phase(req, req->timeouts.first_byte_ms, SL_ETIMEDOUT_FIRSTBYTE);
     else
         req_phase(req, req->timeouts.read_ms, SL_ETIMEDOUT_READ);
+}
+
+void sl__req_tls_start(sl_req_t *req)
+{
+    uint64_t ms = req->timeouts.tls_ms;
+
+    /* The handshake counts towards connect_ms too: its own limit only
+     * matters when it is the sooner of the two. */
+    if (ms == 0)
+        return;
+    if (req->phase_error == SL_ETIMEDOUT_CONNECT && sl_timer_active(&req->phase_timer) &&
+        sl_timer_deadline(&req->phase_timer) <= sl_loop_now(req->client->loop) + ms)
+        return;
+    req_phase(req, ms, SL_ETIMEDOUT_TLS);
 }
 
 void sl__req_first_byte(sl_req_t *req)
@@ -924,6 +1131,19 @@ int sl__req_on_head(sl_req_t *req, const struct sl__resp_head *h)
     trace_head_in(req, h);
     if (req_gone(req))
         return SL_ECANCELED;
+    if (req->retry.max > 0 && sl__status_retryable(h->status)) {
+        const char *ra = sl__resp_header(h, "Retry-After");
+        uint64_t hint = UINT64_MAX, wait;
+        if (ra != NULL && sl__retry_after_ms(ra, (int64_t)time(NULL), &hint) < 0)
+            hint = UINT64_MAX;
+        if (retry_allowed(req, hint, &wait)) {
+            /* Drain this answer; the next attempt starts at its end. */
+            req->retry_discard = true;
+            req->retry_wait_ms = wait;
+            req->redirect_status = h->status;
+            return 0;
+        }
+    }
     if (req->max_redirects > 0 && is_redirect(h->status)) {
         const char *loc = sl__resp_header(h, "Location");
         if (loc != NULL) {
@@ -1001,7 +1221,7 @@ int sl__req_on_body(sl_req_t *req, const char *data, size_t len)
     if (req_gone(req))
         return SL_ECANCELED;
     req->result.bytes_wire += len;
-    if (req->redirecting)
+    if (req->redirecting || req->retry_discard)
         return 0;
     if (req->zs_active)
         rc = decode_feed(req, data, len);
@@ -1074,6 +1294,12 @@ void sl__req_on_complete(sl_req_t *req, bool keep)
         return;
     if (req->conn != NULL)
         sl__conn_detach(req->conn, keep);
+    if (req->retry_discard) {
+        char why[64];
+        snprintf(why, sizeof(why), "HTTP %d", req->redirect_status);
+        req_schedule_retry(req, req->retry_wait_ms, why);
+        return;
+    }
     if (req->redirecting) {
         req_next_hop(req);
         return;

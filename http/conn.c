@@ -38,7 +38,8 @@
 #define RBUF_MAX (256 * 1024)
 #define READS_PER_EVENT 16u
 
-static const char *const conn_state_names[] = {"RESOLVE", "CONNECT", "IDLE", "BUSY", "CLOSED"};
+static const char *const conn_state_names[] = {"RESOLVE", "CONNECT", "HANDSHAKE",
+                                               "IDLE",    "BUSY",    "CLOSED"};
 
 static void conn_set_state(struct conn *c, enum conn_state s)
 {
@@ -94,9 +95,40 @@ const struct sl__transport_ops sl__transport_tcp = {
     .has_pending = tcp_has_pending,
 };
 
+/* ---- TLS transport: the tls/ transform over the same fd ---------------- */
+
+static int tls_tp_read(struct conn *c, char *buf, size_t len, size_t *n)
+{
+    return sl__tls_read(c->tls, buf, len, n);
+}
+
+static int tls_tp_writev(struct conn *c, const struct iovec *iov, int iovcnt, size_t *n)
+{
+    return sl__tls_writev(c->tls, iov, iovcnt, n);
+}
+
+static unsigned tls_tp_wants(const struct conn *c)
+{
+    return sl__tls_wants(c->tls);
+}
+
+static bool tls_tp_has_pending(const struct conn *c)
+{
+    return sl__tls_has_pending(c->tls);
+}
+
+const struct sl__transport_ops sl__transport_tls = {
+    .name = "tls",
+    .read = tls_tp_read,
+    .writev = tls_tp_writev,
+    .wants = tls_tp_wants,
+    .has_pending = tls_tp_has_pending,
+};
+
 /* ---- lifetime ---------------------------------------------------------------- */
 
 static void conn_io_cb(sl_io_t *io, unsigned events);
+static void conn_handle(struct conn *c, unsigned events);
 static void he_timer_cb(sl_timer_t *t);
 static void idle_timer_cb(sl_timer_t *t);
 static void conn_defer_cb(sl_defer_t *d);
@@ -160,6 +192,8 @@ void sl__conn_close(struct conn *c)
     sl_client_t *cl = c->client;
     struct origin *o = c->origin;
 
+    bool was_idle = c->state == CONN_IDLE;
+
     if (c->state == CONN_CLOSED)
         return;
     conn_set_state(c, CONN_CLOSED);
@@ -176,6 +210,14 @@ void sl__conn_close(struct conn *c)
     if (c->addrs != NULL) {
         sl__addrlist_release(c->addrs);
         c->addrs = NULL;
+    }
+    if (c->tls != NULL) {
+        /* close_notify, best effort and never waiting: only on a connection
+         * in a clean state (an idle one); a failed one just goes. */
+        if (was_idle)
+            (void)sl__tls_shutdown(c->tls);
+        sl__tls_free(c->tls);
+        c->tls = NULL;
     }
     if (c->fd >= 0) {
         sl_io_stop(&c->io);
@@ -250,9 +292,9 @@ void sl__conn_detach(struct conn *c, bool keep)
 static void conn_fail_connect(struct conn *c, int err, const char *detail)
 {
     sl_req_t *req = c->req;
-    char msg[200];
+    char msg[512];
 
-    snprintf(msg, sizeof(msg), "%s", detail);
+    snprintf(msg, sizeof(msg), "%.500s", detail);
     if (req != NULL) {
         req->conn = NULL;
         c->req = NULL;
@@ -454,18 +496,93 @@ static void conn_on_resolved(sl__dns_lookup_t *l, int status, struct sl__addrlis
         sl_timer_start(&c->he_timer, HAPPY_EYEBALLS_DELAY_MS, 0);
 }
 
+/* The client's TLS context, made on first use: HTTP-only users never load
+ * a trust store. */
+static int client_tls_ctx(sl_client_t *cl)
+{
+    const sl_client_opts_t *o = &cl->opts;
+    struct sl__tls_ctx_opts to;
+    char err[256] = "";
+    int rc;
+
+    sl__tls_ctx_opts_init(&to);
+    to.cafile = o->tls_cafile;
+    to.capath = o->tls_capath;
+    to.insecure = o->tls_insecure;
+    to.min_version = o->tls_min_version == 13 ? SL__TLS_VERSION_1_3 : SL__TLS_VERSION_1_2;
+    to.cert = o->tls_cert;
+    to.key = o->tls_key;
+    rc = sl__tls_ctx_new(&to, &cl->tls, err, sizeof(err));
+    if (rc < 0) {
+        snprintf(cl->tls_error, sizeof(cl->tls_error), "%s", err);
+        cl->tls = NULL;
+    }
+    return rc;
+}
+
 int sl__conn_start(struct conn *c)
 {
     int rc;
 
-    if (strcmp(c->origin->url.scheme, "https") == 0 && c->client->tls == NULL)
-        return SL_ETLS; /* never send an https request in cleartext */
+    if (strcmp(c->origin->url.scheme, "https") == 0 && c->client->tls == NULL) {
+        rc = client_tls_ctx(c->client);
+        if (rc < 0)
+            return rc;
+    }
     rc = sl__dns_resolve(c->client->dns, &c->dns, c->origin->url.host, c->origin->url.port,
                              conn_on_resolved);
     if (rc < 0)
         return rc;
     c->dns_active = true;
     return 0;
+}
+
+/* The connection is ready for requests: hand it to its request or the pool. */
+static void conn_ready(struct conn *c)
+{
+    sl_req_t *req = c->req;
+
+    if (req != NULL) {
+        conn_set_state(c, CONN_BUSY);
+        sl__req_conn_ready(req);
+    } else {
+        conn_set_state(c, CONN_IDLE);
+        sl__pool_release(c);
+    }
+}
+
+/* Drive the TLS handshake; on completion the connection becomes ready. */
+static void conn_handshake(struct conn *c)
+{
+    sl_req_t *req = c->req;
+    int rc = sl__tls_handshake(c->tls);
+    char msg[400];
+
+    if (rc == SL_EAGAIN) {
+        unsigned want = sl__tls_wants(c->tls);
+        c->interest = want ? want : SL_EV_READ;
+        sl_io_start(&c->io, c->interest);
+        return;
+    }
+    if (rc < 0) {
+        snprintf(msg, sizeof(msg), "TLS handshake with %s port %u failed: %s%s%s",
+                 c->origin->url.host, c->origin->url.port, sl_strerror(rc),
+                 sl__tls_errdetail(c->tls)[0] ? ": " : "", sl__tls_errdetail(c->tls));
+        conn_fail_connect(c, rc, msg);
+        return;
+    }
+    if (req != NULL) {
+        /* A fresh reading: the handshake may have run inside this callback. */
+        sl_loop_update_time(c->client->loop);
+        req->result.time_tls_us = (sl_loop_now_ns(c->client->loop) - req->t0_ns) / 1000;
+        sl__req_tracef(req, "TLS %s, %s, ALPN %s%s", sl__tls_version(c->tls),
+                       sl__tls_cipher(c->tls), sl__tls_alpn(c->tls)[0] ? sl__tls_alpn(c->tls) : "-",
+                       sl__tls_resumed(c->tls) ? ", session resumed" : "");
+        if (c->client->opts.tls_insecure)
+            sl__req_tracef(req, "WARNING: certificate verification is disabled (--insecure)");
+    }
+    c->tp = &sl__transport_tls;
+    conn_ready(c);
 }
 
 static void conn_connected(struct conn *c, struct attempt *win)
@@ -486,13 +603,24 @@ static void conn_connected(struct conn *c, struct attempt *win)
     sl_io_init(c->client->loop, &c->io, c->fd, conn_io_cb);
     c->interest = 0;
     if (req != NULL) {
-        conn_set_state(c, CONN_BUSY);
         req->result.time_connect_us = (c->t_connect_ns - req->t0_ns) / 1000;
-        sl__req_conn_ready(req);
-    } else {
-        conn_set_state(c, CONN_IDLE);
-        sl__pool_release(c);
+        sl__req_tracef(req, "Connected to %s (%s) port %u", c->origin->url.host, c->peer_ip,
+                       c->peer_port);
     }
+    if (strcmp(c->origin->url.scheme, "https") == 0) {
+        /* The session cache is per origin: resumption never crosses hosts. */
+        int rc = sl__tls_new(c->client->tls, c->fd, c->origin->url.host, c->origin->key, &c->tls);
+        if (rc < 0) {
+            conn_fail_connect(c, rc, "could not start TLS");
+            return;
+        }
+        conn_set_state(c, CONN_HANDSHAKE);
+        if (req != NULL)
+            sl__req_tls_start(req);
+        conn_handshake(c);
+        return;
+    }
+    conn_ready(c);
 }
 
 /* ---- idle ------------------------------------------------------------------------ */
@@ -502,6 +630,12 @@ void sl__conn_idle(struct conn *c)
     conn_set_state(c, CONN_IDLE);
     c->req = NULL;
     c->idle_since_ms = sl_loop_now(c->client->loop);
+    if (c->rbuf != NULL && c->rstart == c->rend) {
+        /* An idle connection holds no buffer: many idle connections stay small. */
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = c->rstart = c->rend = 0;
+    }
     sl__queue_insert_head(&c->origin->idle, &c->node);
     c->client->nidle++;
     /* Watch for the peer closing an idle connection. */
@@ -534,6 +668,10 @@ bool sl__conn_alive(struct conn *c)
      * system call (the stale-connection retry covers the race). */
     if (sl_loop_now(c->client->loop) - c->idle_since_ms < 1000)
         return true;
+    if (c->tls != NULL) {
+        size_t n = 0;
+        return c->tp->read(c, &b, 1, &n) == SL_EAGAIN;
+    }
     r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
@@ -582,11 +720,17 @@ void sl__conn_exchange(struct conn *c)
     req->result.remote_ip = req->remote_ip;
     req->result.remote_port = c->peer_port;
     c->requests++;
-    /* Write what we can right away (the socket is almost always writable);
-     * reading waits for the socket to say there is something. */
+    /* Write what we can right away, without waiting a loop turn: the socket
+     * is almost always writable, and a request that leaves early starts the
+     * server's clock early. This is never reached from inside a user's call
+     * (requests start from deferred callbacks), so running the handler here
+     * re-enters nothing. Reading waits for the socket to say there is
+     * something. */
     c->interest = ~0u;
-    c->kick_events |= SL_EV_WRITE;
-    sl_defer_start(&c->defer);
+    conn_enter(c);
+    conn_handle(c, SL_EV_WRITE);
+    if (conn_leave(c))
+        sl__conn_update_interest(c);
 }
 
 /* Write as much of the request as the socket takes. Returns false if the
@@ -737,6 +881,14 @@ static void conn_on_eof(struct conn *c)
                                                "response byte");
         return;
     }
+    if (c->unclean_eof && c->parser.head.close_delimited && !c->msg_complete) {
+        /* Without close_notify the end of a close-delimited body cannot be
+         * told from a cut (a truncation attack): never report success. */
+        sl__req_conn_error(req, SL_ETRUNCATED,
+                           "the TLS connection closed without close_notify in the middle of "
+                           "a body delimited by the connection's end");
+        return;
+    }
     rc = sl__resp_parser_finish(&c->parser);
     if (c->state == CONN_CLOSED || c->req != req)
         return;
@@ -781,7 +933,8 @@ static void conn_read(struct conn *c)
         rc = c->tp->read(c, c->rbuf + c->rend, c->rcap - c->rend, &n);
         if (rc == SL_EAGAIN)
             return;
-        if (rc == SL_EOF) {
+        if (rc == SL_EOF || (rc == SL_ETRUNCATED && c->tls != NULL)) {
+            c->unclean_eof = rc == SL_ETRUNCATED;
             conn_on_eof(c);
             return;
         }
@@ -796,7 +949,13 @@ static void conn_read(struct conn *c)
         c->rend += n;
         if (!conn_feed(c))
             return;
-        if (n < c->rcap / 2)
+        if (i + 1 == READS_PER_EVENT && c->tp->has_pending(c)) {
+            /* Plaintext waits inside OpenSSL and the fd will not say so:
+             * come back before the loop blocks. */
+            sl__conn_kick(c);
+            return;
+        }
+        if (n < c->rcap / 2 && !c->tp->has_pending(c))
             return; /* drained the socket for now */
         /* Reads fill the buffer: a large body is streaming. Grow towards
          * RBUF_MAX so each system call moves more bytes; small responses
@@ -812,13 +971,32 @@ static void conn_read(struct conn *c)
     }
 }
 
+/* An idle connection became readable. For plain TCP that can only be the
+ * peer closing (or sending garbage): close. Over TLS it may also be a
+ * session ticket or a KeyUpdate, which a read consumes without data. */
+static void conn_idle_readable(struct conn *c)
+{
+    char b[64];
+    size_t n = 0;
+
+    if (c->tls != NULL && c->tp->read(c, b, sizeof(b), &n) == SL_EAGAIN)
+        return;
+    sl__conn_close(c);
+}
+
 static void conn_handle(struct conn *c, unsigned events)
 {
     if (c->state == CONN_IDLE) {
-        /* The peer closed (or sent garbage on) an idle connection. */
-        sl__conn_close(c);
+        conn_idle_readable(c);
         return;
     }
+    if (c->state == CONN_HANDSHAKE) {
+        conn_handshake(c);
+        return;
+    }
+    /* TLS may need either direction for either operation: retry both. */
+    if (c->tls != NULL && events != 0)
+        events |= SL_EV_READ | SL_EV_WRITE;
     if (c->state != CONN_BUSY || c->req == NULL)
         return;
     if ((events & SL_EV_WRITE) || c->interest == ~0u) {

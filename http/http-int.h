@@ -16,6 +16,7 @@
 
 #include "dns.h"
 #include "resp_parse.h"
+#include "tls-int.h"
 #include "url.h"
 
 #include <sys/socket.h>
@@ -46,6 +47,28 @@ struct sl__transport_ops {
 };
 
 extern const struct sl__transport_ops sl__transport_tcp;
+extern const struct sl__transport_ops sl__transport_tls;
+
+/* flow.c: token buckets, backoff, Retry-After (pure functions of a clock). */
+struct sl__bucket {
+    double rate;     /* tokens per second; <= 0: unlimited */
+    double burst;    /* capacity */
+    double tokens;
+    uint64_t stamp_ns;
+};
+void sl__bucket_init(struct sl__bucket *b, double rate_per_s, double burst, uint64_t now_ns);
+/* Nanoseconds until one token is available (0: now). */
+uint64_t sl__bucket_wait_ns(struct sl__bucket *b, uint64_t now_ns);
+/* Take one token if there is one. */
+bool sl__bucket_take(struct sl__bucket *b, uint64_t now_ns);
+uint64_t sl__rand64(uint64_t *state);
+/* Full-jitter backoff for retry number `attempt` (0 = first retry). */
+uint64_t sl__backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms, uint64_t *rng);
+/* Parse a Retry-After value (delay-seconds or IMF-fixdate) into a wait from
+ * `now_unix_s`. Returns 0 or -1 (unparsable). */
+int sl__retry_after_ms(const char *v, int64_t now_unix_s, uint64_t *out_ms);
+bool sl__status_retryable(int status);
+bool sl__error_retryable(int err);
 
 /* ---- requests ------------------------------------------------------------ */
 
@@ -117,6 +140,12 @@ struct sl_req_s {
     bool start_pending;          /* sl_req_start() queued the start */
     bool stale_retried;          /* the one stale-connection retry was used */
     bool queue_timed;            /* time_queue_us is set */
+    bool rate_waiting;           /* wait_node is in client->rate_waiting */
+    sl_retry_t retry;
+    sl_timer_t retry_timer;      /* the wait before the next attempt */
+    unsigned attempts_retried;   /* retries made under sl_req_retry() */
+    bool retry_discard;          /* a retryable status: drop its body, retry at its end */
+    uint64_t retry_wait_ms;      /* the wait chosen for it */
     unsigned in_callback;        /* depth of user callbacks on the stack */
     char *location;              /* redirect target of the current hop */
     int redirect_status;
@@ -164,6 +193,7 @@ struct sl_resp_s {
 enum conn_state {
     CONN_RESOLVE,  /* waiting for DNS */
     CONN_CONNECT,  /* TCP connect attempts in flight (Happy Eyeballs) */
+    CONN_HANDSHAKE, /* TLS handshake in progress */
     CONN_IDLE,     /* in the pool, waiting for a request */
     CONN_BUSY,     /* serving conn->req */
     CONN_CLOSED
@@ -183,6 +213,8 @@ struct conn {
     struct origin *origin;
     enum conn_state state;
     const struct sl__transport_ops *tp;
+    struct sl__tls *tls;         /* https: the TLS session over fd */
+    bool unclean_eof;            /* TLS: the peer closed without close_notify */
     int fd;
     sl_io_t io;
     unsigned interest;
@@ -229,6 +261,7 @@ struct origin {
     struct sl__url url;          /* scheme, host, port of the origin */
     unsigned nconns;             /* open or opening connections */
     struct sl__queue idle;       /* idle connections, most recent first (LIFO) */
+    struct sl__bucket bucket;    /* per-origin rate limit */
     struct origin *next;         /* client->origins list */
 };
 
@@ -246,8 +279,14 @@ struct sl_client_s {
     struct sl__queue requests;   /* every started, unfinished request */
     struct sl__parse_limits limits;
     sl_defer_t dispatcher;       /* serves waiting requests (pool.c) */
+    struct sl__bucket bucket;    /* global rate limit */
+    struct sl__queue rate_waiting; /* requests waiting for a token, FIFO */
+    sl_timer_t rate_timer;       /* wakes rate_waiting when a token is due */
+    uint64_t rng;                /* backoff jitter */
     sl_defer_t reaper;           /* frees the client once closed and idle */
-    struct sl__tls_ctx *tls;     /* NULL until HTTPS support (issue 4) */
+    struct sl__tls_ctx *tls;     /* created on the first https request */
+    char *tls_strings[4];        /* copies of the tls_* option strings */
+    char tls_error[256];         /* why the TLS context could not be made */
     unsigned nreqs;              /* requests created and not yet freed */
     bool closing;
 };
@@ -301,6 +340,8 @@ void sl__req_conn_error(sl_req_t *req, int err, const char *detail);
 void sl__req_first_byte(sl_req_t *req);
 /* The whole request is on the wire: start waiting for the first byte. */
 void sl__req_sent(sl_req_t *req);
+/* The TCP connection is up and the TLS handshake starts (its timer). */
+void sl__req_tls_start(sl_req_t *req);
 /* Emit a trace record if tracing is on (printf-style for SL_TRACE_INFO). */
 void sl__req_trace(sl_req_t *req, sl_trace_kind_t kind, const char *data, size_t len);
 void sl__req_tracef(sl_req_t *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

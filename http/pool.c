@@ -43,6 +43,9 @@ struct origin *sl__pool_origin(sl_client_t *c, const struct sl__url *u)
     }
     o->key = key;
     sl__queue_init(&o->idle);
+    sl__bucket_init(&o->bucket, c->opts.host_rate_per_s,
+                    c->opts.host_rate_burst > 0 ? c->opts.host_rate_burst : 1,
+                    sl_loop_now_ns(c->loop));
     o->next = c->origins;
     c->origins = o;
     return o;

@@ -493,6 +493,55 @@ void sl_async_unref(sl_async_t *a);
 void sl_async_ref(sl_async_t *a);
 
 /* ------------------------------------------------------------------------ */
+/* Counting limiter: the semaphore of the loop                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * At most `max` holders at once; further acquirers wait in FIFO order. A
+ * grant is delivered through the waiter's callback, always from a later
+ * point of the loop (never inside sl_limit_acquire or sl_limit_release).
+ * Both structs live in caller memory. Loop thread only.
+ */
+typedef struct sl_limit_s sl_limit_t;
+typedef struct sl_limit_waiter_s sl_limit_waiter_t;
+/* The slot is yours: call sl_limit_release() when done with it. */
+typedef void (*sl_limit_cb)(sl_limit_waiter_t *w);
+
+struct sl_limit_s {
+    void *data;
+    /* private */
+    sl_loop_t *loop;
+    unsigned max;
+    unsigned used;               /* granted slots, callbacks delivered or not */
+    struct sl__queue waiters;
+};
+
+struct sl_limit_waiter_s {
+    void *data;
+    /* private */
+    sl_limit_t *limit;
+    sl_limit_cb cb;
+    struct sl__queue node;
+    sl_defer_t defer;            /* delivers the grant */
+    int state;
+};
+
+void sl_limit_init(sl_loop_t *loop, sl_limit_t *l, unsigned max);
+/* Ask for a slot. Returns 0 (cb will run once the slot is granted) or
+ * SL_EINVAL (no callback, or `w` already waiting or granted). */
+int sl_limit_acquire(sl_limit_t *l, sl_limit_waiter_t *w, sl_limit_cb cb);
+/* Withdraw `w`: if it is waiting it leaves the line; if the slot was granted
+ * but the callback has not run yet, the slot is given back. No-op
+ * otherwise. The callback never runs afterwards. */
+void sl_limit_cancel(sl_limit_waiter_t *w);
+/* Give back a slot whose callback ran. The next waiter is granted. */
+void sl_limit_release(sl_limit_t *l);
+/* Change the limit; raising it grants waiting acquirers at once. */
+void sl_limit_set_max(sl_limit_t *l, unsigned max);
+unsigned sl_limit_in_use(const sl_limit_t *l);
+unsigned sl_limit_waiting(const sl_limit_t *l);
+
+/* ------------------------------------------------------------------------ */
 /* Thread-pool offload                                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -579,6 +628,22 @@ typedef struct sl_client_opts_s {
     size_t max_header_bytes;      /* response head limit; default 65536 */
     size_t max_header_fields;     /* default 100 */
     const char *user_agent;       /* NULL: "sluice/VERSION" */
+    /* Rate limits: token buckets of `rate` request starts per second, which
+     * start full with `burst` tokens (the first `burst` requests go at once).
+     * Global and per origin; 0 = no limit. Redirect hops and retries are
+     * request starts too. Requests waiting for a token count as queued
+     * (timeouts.queue_ms). */
+    double rate_per_s;
+    double rate_burst;            /* default: 1 */
+    double host_rate_per_s;
+    double host_rate_burst;       /* default: 1 */
+    /* HTTPS. The TLS context is created on the first https request. */
+    const char *tls_cafile;       /* trust these CAs INSTEAD of the system store (curl --cacert) */
+    const char *tls_capath;       /* a hashed CA directory, likewise (--capath) */
+    bool tls_insecure;            /* no certificate or host verification (-k); -v says so */
+    int tls_min_version;          /* 12 (TLS 1.2, default) or 13 */
+    const char *tls_cert;         /* client certificate, PEM (--cert) */
+    const char *tls_key;          /* its private key, PEM (--key); NULL: in tls_cert */
 } sl_client_opts_t;
 
 /* Fill `o` with the defaults above. */
@@ -650,6 +715,7 @@ typedef struct sl_timeouts_s {
     uint64_t read_ms;       /* between two received bytes (and before the first
                                one when first_byte_ms is 0) */
     uint64_t total_ms;      /* the whole transfer, redirects included */
+    uint64_t tls_ms;        /* the TLS handshake (also bounded by connect_ms) */
 } sl_timeouts_t;            /* 0 = no limit. Each reports its own SL_ETIMEDOUT_* code. */
 void sl_req_timeouts(sl_req_t *req, const sl_timeouts_t *t);
 
@@ -672,6 +738,28 @@ void sl_req_buffer(sl_req_t *req, size_t max_bytes);
 void sl_req_expect_continue(sl_req_t *req, size_t min_bytes);
 
 void sl_req_callbacks(sl_req_t *req, sl_head_cb on_head, sl_data_cb on_data, sl_done_cb on_done);
+
+/*
+ * Retries. A transfer is tried again, after a wait, when it fails with a
+ * connection error (refused, reset, unreachable, DNS server failure), a
+ * truncated response or a connect/TLS/first-byte/read timeout, or when the
+ * response status is 408, 429, 500, 502, 503 or 504 (that response's body is
+ * dropped, on_head does not see it; when the retries are used up, the last
+ * response is delivered as usual). Only idempotent methods are retried
+ * unless `all_methods`; a streamed body is never replayed. The wait is
+ * random in [0, min(max_delay, delay * 2^n)] ("full jitter"), or the
+ * server's Retry-After (seconds or HTTP-date) capped at max_delay. No retry
+ * starts once `max_time_ms` has passed since sl_req_start() (nor would the
+ * total timeout allow it). Every retry is counted in sl_result_t.retries.
+ */
+typedef struct sl_retry_s {
+    unsigned max;          /* retries after the first attempt; 0 = none (default) */
+    uint64_t delay_ms;     /* base of the backoff; 0 means 1000 */
+    uint64_t max_delay_ms; /* cap on one wait, Retry-After included; 0 means 30000 */
+    uint64_t max_time_ms;  /* budget for starting retries; 0 = none */
+    bool all_methods;      /* retry non-idempotent methods (POST...) too */
+} sl_retry_t;
+void sl_req_retry(sl_req_t *req, const sl_retry_t *r);
 
 typedef enum {
     SL_TRACE_INFO = 0,   /* a line of text: "Connected to 127.0.0.1 port 80" */

@@ -327,6 +327,9 @@ struct options {
     bool parallel;
     unsigned parallel_max;
     unsigned parallel_host;
+    bool tls_insecure;
+    const char *tls_cafile, *tls_capath, *tls_cert, *tls_key;
+    int tls_min;
     const char *method; /* -X */
     struct header *headers;
     size_t nheaders;
@@ -339,6 +342,10 @@ struct options {
     bool location;
     unsigned max_redirs;
     bool compressed;
+    sl_retry_t retry;       /* --retry and friends */
+    double rate, burst;     /* --rate N/s, --burst B */
+    double host_rate;       /* --rate-per-host N/s */
+    bool fail_early;
     bool fail;
     bool fail_with_body;
     bool head;
@@ -407,16 +414,27 @@ static struct {
     uint64_t fail_num;
     int fail_code;
     int interrupted; /* the signal that stopped us, or 0 */
+    bool stopping;   /* --fail-early: a transfer failed, start nothing more */
 } app;
 
 static volatile sig_atomic_t got_signal;
 
 static void record_failure(uint64_t num, int code)
 {
+    if (app.stopping)
+        return; /* after --fail-early fired: the cancellations are not the cause */
     if (!app.failed || num < app.fail_num) {
         app.failed = true;
         app.fail_num = num;
         app.fail_code = code;
+    }
+    if (app.o.fail_early && !app.stopping) {
+        /* curl's --fail-early: the first failure ends the run; the others
+         * are cancelled (their part files removed) and nothing new starts. */
+        app.stopping = true;
+        for (struct xfer *x = app.head; x != NULL; x = x->next)
+            if (!x->done && x->req != NULL)
+                sl_req_cancel(x->req);
     }
 }
 
@@ -601,7 +619,7 @@ static void xfer_free(struct xfer *x)
 
 static void print_error(const struct xfer *x)
 {
-    if (app.show_errors && !app.interrupted)
+    if (app.show_errors && !app.interrupted && !(app.stopping && x->exit_code == X_ABORTED))
         fprintf(stderr, "sluice: (%d) %s: %s\n", x->exit_code, x->url, x->errmsg ? x->errmsg : "");
 }
 
@@ -753,6 +771,7 @@ enum var {
     V_METHOD,
     V_NUM_HEADERS,
     V_NUM_REDIRECTS,
+    V_NUM_RETRIES,
     V_REMOTE_IP,
     V_REMOTE_PORT,
     V_RESPONSE_CODE,
@@ -778,7 +797,8 @@ static const char *const var_names[V_COUNT] = {
     "exitcode",        "filename_effective",
     "http_code",       "http_version",
     "method",          "num_headers",
-    "num_redirects",   "remote_ip",
+    "num_redirects",   "num_retries",
+    "remote_ip",
     "remote_port",     "response_code",
     "scheme",          "size_download",
     "size_header",     "size_upload",
@@ -857,6 +877,9 @@ static void var_add(struct str *s, enum var v, const struct outcome *oc, bool js
         break;
     case V_NUM_REDIRECTS:
         str_addf(s, "%u", res->redirects);
+        break;
+    case V_NUM_RETRIES:
+        str_addf(s, "%u", res->retries);
         break;
     case V_REMOTE_IP:
         add_text(s, res->remote_ip, json);
@@ -1542,6 +1565,8 @@ static int xfer_setup(struct xfer *x)
     if (rc < 0)
         return xfer_fail(x, exit_for(rc), rc, "cannot set the request body: %s", sl_strerror(rc));
     sl_req_timeouts(x->req, &app.o.timeouts);
+    if (app.o.retry.max > 0)
+        sl_req_retry(x->req, &app.o.retry);
     if (app.o.location)
         sl_req_follow(x->req, app.o.max_redirs, false);
     if (app.o.compressed)
@@ -1582,8 +1607,8 @@ static void pump(void)
 {
     char *url;
 
-    while (!app.interrupted && app.inflight < app.max_inflight && app.waiting < app.wait_max &&
-           next_url(&url))
+    while (!app.interrupted && !app.stopping && app.inflight < app.max_inflight &&
+           app.waiting < app.wait_max && next_url(&url))
         xfer_begin(url);
 }
 
@@ -1659,7 +1684,22 @@ enum opt_id {
     OPT_NO_PROGRESS,
     OPT_HELP,
     OPT_VERSION,
-    OPT_TLS,
+    OPT_RETRY,
+    OPT_RETRY_DELAY,
+    OPT_RETRY_MAX_DELAY,
+    OPT_RETRY_MAX_TIME,
+    OPT_RETRY_ALL_METHODS,
+    OPT_RATE,
+    OPT_BURST,
+    OPT_RATE_PER_HOST,
+    OPT_FAIL_EARLY,
+    OPT_INSECURE,
+    OPT_CACERT,
+    OPT_CAPATH,
+    OPT_CERT,
+    OPT_KEY,
+    OPT_TLSV12,
+    OPT_TLSV13,
 };
 
 struct optdef {
@@ -1709,12 +1749,22 @@ static const struct optdef optdefs[] = {
     {"no-progress-meter", 0, false, OPT_NO_PROGRESS},
     {"help", 'h', false, OPT_HELP},
     {"version", 'V', false, OPT_VERSION},
-    /* TLS options belong to the HTTPS issue: refused by name, before any value. */
-    {"insecure", 'k', false, OPT_TLS},
-    {"cacert", 0, true, OPT_TLS},
-    {"capath", 0, true, OPT_TLS},
-    {"cert", 'E', true, OPT_TLS},
-    {"key", 0, true, OPT_TLS},
+    {"retry", 0, true, OPT_RETRY},
+    {"retry-delay", 0, true, OPT_RETRY_DELAY},
+    {"retry-max-delay", 0, true, OPT_RETRY_MAX_DELAY},
+    {"retry-max-time", 0, true, OPT_RETRY_MAX_TIME},
+    {"retry-all-methods", 0, false, OPT_RETRY_ALL_METHODS},
+    {"rate", 0, true, OPT_RATE},
+    {"burst", 0, true, OPT_BURST},
+    {"rate-per-host", 0, true, OPT_RATE_PER_HOST},
+    {"fail-early", 0, false, OPT_FAIL_EARLY},
+    {"insecure", 'k', false, OPT_INSECURE},
+    {"cacert", 0, true, OPT_CACERT},
+    {"capath", 0, true, OPT_CAPATH},
+    {"cert", 'E', true, OPT_CERT},
+    {"key", 0, true, OPT_KEY},
+    {"tlsv1.2", 0, false, OPT_TLSV12},
+    {"tlsv1.3", 0, false, OPT_TLSV13},
 };
 
 #define NOPTS (sizeof(optdefs) / sizeof(optdefs[0]))
@@ -1787,6 +1837,18 @@ static void usage(FILE *out)
           "  -w, --write-out FORMAT   print FORMAT after each transfer (curl's %{variables};\n"
           "                           @FILE reads the format from FILE)\n"
           "      --json-report FILE   one JSON object per URL to FILE ('-': stdout)\n"
+          "      --retry N            retry failed transfers N times (backoff, Retry-After)\n"
+          "      --retry-delay S      first backoff (1 s); --retry-max-delay S caps a wait (30 s)\n"
+          "      --retry-max-time S   start no retry after S seconds\n"
+          "      --retry-all-methods  also retry non-idempotent methods\n"
+          "      --rate N/s|N/m|N/h   at most N request starts per second/minute/hour\n"
+          "      --rate-per-host R    the same, per host; --burst B lets B go at once\n"
+          "      --fail-early         the first failure cancels the rest\n"
+          "  -k, --insecure           HTTPS without certificate verification\n"
+          "      --cacert FILE        trust the CAs in FILE (instead of the system store)\n"
+          "      --capath DIR         trust the CAs in hashed directory DIR\n"
+          "  -E, --cert FILE          client certificate (PEM); --key FILE its key\n"
+          "      --tlsv1.2, --tlsv1.3 minimum TLS version (1.2 by default)\n"
           "  -h, --help               this help\n"
           "  -V, --version            version and features\n"
           "\n"
@@ -1805,8 +1867,8 @@ static int version(void)
         backend = sl_loop_backend(&loop);
     printf("sluice %s (libsluice %s; event backend %s)\n", SL_VERSION_STRING, sl_version(),
            backend);
-    printf("Protocols: http\n");
-    printf("Features: AsyncDNS libz parallel ordered-output json-report\n");
+    printf("Protocols: http https\n");
+    printf("Features: AsyncDNS libz SSL parallel ordered-output json-report\n");
     if (rc == 0)
         sl_loop_close(&loop);
     return 0;
@@ -2194,9 +2256,76 @@ static int opt_apply(const struct optdef *d, const char *opt, const char *val, c
     case OPT_VERSION:
         o->version = true;
         return 0;
-    case OPT_TLS:
-        fprintf(stderr, "sluice: option %s: HTTPS support is not available in this build\n", opt);
-        return X_USAGE;
+    case OPT_RETRY: {
+        char *end;
+        unsigned long n = strtoul(val, &end, 10);
+        if (*val == '\0' || *end != '\0' || n > 1000000)
+            return usage_error("option %s: expected a number of retries, got '%s'", opt, val);
+        o->retry.max = (unsigned)n;
+        return 0;
+    }
+    case OPT_RETRY_DELAY:
+        return opt_seconds(opt, val, &o->retry.delay_ms);
+    case OPT_RETRY_MAX_DELAY:
+        return opt_seconds(opt, val, &o->retry.max_delay_ms);
+    case OPT_RETRY_MAX_TIME:
+        return opt_seconds(opt, val, &o->retry.max_time_ms);
+    case OPT_RETRY_ALL_METHODS:
+        o->retry.all_methods = true;
+        return 0;
+    case OPT_RATE:
+    case OPT_RATE_PER_HOST: {
+        /* curl's syntax: N/s, N/m, N/h (N alone: per hour, as curl) */
+        char *end;
+        double n = strtod(val, &end), per = 3600;
+        if (end == val || n <= 0)
+            return usage_error("option %s: expected N/s, N/m or N/h, got '%s'", opt, val);
+        if (strcmp(end, "/s") == 0)
+            per = 1;
+        else if (strcmp(end, "/m") == 0)
+            per = 60;
+        else if (strcmp(end, "/h") == 0 || *end == '\0')
+            per = 3600;
+        else
+            return usage_error("option %s: expected N/s, N/m or N/h, got '%s'", opt, val);
+        if (d->id == OPT_RATE)
+            o->rate = n / per;
+        else
+            o->host_rate = n / per;
+        return 0;
+    }
+    case OPT_BURST: {
+        char *end;
+        double n = strtod(val, &end);
+        if (end == val || *end != '\0' || n < 1)
+            return usage_error("option %s: expected a number >= 1, got '%s'", opt, val);
+        o->burst = n;
+        return 0;
+    }
+    case OPT_FAIL_EARLY:
+        o->fail_early = true;
+        return 0;
+    case OPT_INSECURE:
+        o->tls_insecure = true;
+        return 0;
+    case OPT_CACERT:
+        o->tls_cafile = val;
+        return 0;
+    case OPT_CAPATH:
+        o->tls_capath = val;
+        return 0;
+    case OPT_CERT:
+        o->tls_cert = val;
+        return 0;
+    case OPT_KEY:
+        o->tls_key = val;
+        return 0;
+    case OPT_TLSV12: /* curl: "at least TLS 1.2" */
+        o->tls_min = 12;
+        return 0;
+    case OPT_TLSV13:
+        o->tls_min = 13;
+        return 0;
     }
     return 0;
 }
@@ -2246,8 +2375,6 @@ static int parse_args(int argc, char **argv)
             d = find_long(name, n);
             if (d == NULL)
                 return usage_error("option %s: is unknown", opt);
-            if (d->id == OPT_TLS)
-                return opt_apply(d, opt, NULL, argv, argc, &i, false);
             if (d->value) {
                 if (eq != NULL)
                     val = eq + 1;
@@ -2270,8 +2397,6 @@ static int parse_args(int argc, char **argv)
                 const char *val = NULL;
                 if (d == NULL)
                     return usage_error("option %s: is unknown", opt);
-                if (d->id == OPT_TLS)
-                    return opt_apply(d, opt, NULL, argv, argc, &i, false);
                 if (d->value) {
                     if (p[1] != '\0')
                         val = p + 1;
@@ -2377,6 +2502,16 @@ static int run(void)
     sl_client_opts_init(&copts);
     copts.max_connections = o->parallel_max;
     copts.max_connections_per_host = o->parallel_host;
+    copts.tls_insecure = o->tls_insecure;
+    copts.tls_cafile = o->tls_cafile;
+    copts.tls_capath = o->tls_capath;
+    copts.tls_cert = o->tls_cert;
+    copts.tls_key = o->tls_key;
+    copts.tls_min_version = o->tls_min;
+    copts.rate_per_s = o->rate;
+    copts.rate_burst = o->burst;
+    copts.host_rate_per_s = o->host_rate;
+    copts.host_rate_burst = o->burst;
     rc = sl_client_new(&app.loop, &copts, &app.client);
     if (rc == 0)
         rc = sl_async_init(&app.loop, &app.sig_async, on_signal_async);

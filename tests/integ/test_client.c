@@ -2561,6 +2561,183 @@ END_TEST
 
 /* ======================================================================================== */
 
+
+/* ======================================================================================== */
+/* flow control: retries with backoff and Retry-After, rate limits                            */
+/* ======================================================================================== */
+
+static struct xfer *retry_fetch(struct ctx *t, const char *method, const char *target,
+                                const sl_retry_t *r)
+{
+    struct xfer *x = xfer_new(t, method, target);
+    xfer_keep(x, 256);
+    sl_req_retry(x->req, r);
+    run_one(x, 20000);
+    return x;
+}
+
+START_TEST(retry_status_backoff_and_retry_after)
+{
+    struct ctx t;
+    struct xfer *x;
+    char target[256], date[64];
+    sl_retry_t r = {.max = 3, .delay_ms = 50, .max_delay_ms = 3000};
+    uint64_t t0;
+
+    ctx_init(&t, NULL, "127.0.0.1");
+
+    /* 503 twice, then 200: the 503 bodies never reach the user. */
+    x = retry_fetch(&t, "GET", "/flaky?key=s1&fail=2", &r);
+    assert_ok(x, 200);
+    ck_assert_uint_eq(x->res.retries, 2);
+    ck_assert_int_eq(x->heads, 1);
+    ck_assert_str_eq((char *)x->body, "ok\n");
+
+    /* 429 with Retry-After in seconds: the wait is the server's, not ours. */
+    t0 = mono_ms();
+    x = retry_fetch(&t, "GET", "/flaky?key=s2&fail=1&status=429&retry-after=1", &r);
+    assert_ok(x, 200);
+    ck_assert_uint_eq(x->res.retries, 1);
+    ck_assert_uint_ge(mono_ms() - t0, 1000);
+    ck_assert_uint_lt(mono_ms() - t0, 2500);
+
+    /* Retry-After as an HTTP-date two seconds ahead (1 s resolution). */
+    time_t when = time(NULL) + 2;
+    strftime(date, sizeof(date), "%a,%%20%d%%20%b%%20%Y%%20%H:%M:%S%%20GMT", gmtime(&when));
+    snprintf(target, sizeof(target), "/flaky?key=s3&fail=1&status=503&retry-after=%s", date);
+    t0 = mono_ms();
+    x = retry_fetch(&t, "GET", target, &r);
+    assert_ok(x, 200);
+    ck_assert_uint_eq(x->res.retries, 1);
+    ck_assert_uint_ge(mono_ms() - t0, 900);
+    ck_assert_uint_lt(mono_ms() - t0, 3500);
+
+    /* Retries used up: the last answer is delivered as it is. */
+    sl_retry_t two = {.max = 2, .delay_ms = 10};
+    x = retry_fetch(&t, "GET", "/flaky?key=s4&fail=5", &two);
+    assert_ok(x, 503);
+    ck_assert_uint_eq(x->res.retries, 2);
+
+    /* POST is not idempotent: not retried unless asked. */
+    x = retry_fetch(&t, "POST", "/flaky?key=s5&fail=1", &two);
+    assert_ok(x, 503);
+    ck_assert_uint_eq(x->res.retries, 0);
+    sl_retry_t all = {.max = 2, .delay_ms = 10, .all_methods = true};
+    x = retry_fetch(&t, "POST", "/flaky?key=s6&fail=1", &all);
+    assert_ok(x, 200);
+    ck_assert_uint_eq(x->res.retries, 1);
+
+    /* A status that is not worth a retry is not retried. */
+    x = retry_fetch(&t, "GET", "/status/404", &r);
+    assert_ok(x, 404);
+    ck_assert_uint_eq(x->res.retries, 0);
+
+    /* The budget: a 1 s Retry-After twice would pass max_time 1.5 s. */
+    sl_retry_t budget = {.max = 5, .delay_ms = 10, .max_time_ms = 1500};
+    t0 = mono_ms();
+    x = retry_fetch(&t, "GET", "/flaky?key=s7&fail=9&retry-after=1", &budget);
+    assert_ok(x, 503);
+    ck_assert_uint_eq(x->res.retries, 1);
+    ck_assert_uint_lt(mono_ms() - t0, 1500);
+    ctx_finish(&t);
+}
+END_TEST
+
+START_TEST(retry_connection_errors)
+{
+    struct ctx t;
+    struct xfer *x;
+    sl_retry_t r = {.max = 2, .delay_ms = 20, .max_delay_ms = 100};
+
+    ctx_init(&t, NULL, "127.0.0.1");
+    /* Refused every time: each attempt counted, the last error reported. */
+    x = retry_fetch(&t, "GET", "http://127.0.0.1:1/", &r);
+    ck_assert_int_eq(x->err, SL_ECONNREFUSED);
+    ck_assert_uint_eq(x->res.retries, 2);
+    /* Reset mid-head once, then fine. */
+    x = retry_fetch(&t, "GET", "/reset-once?key=c1", &r);
+    assert_ok(x, 200);
+    ck_assert_uint_eq(x->res.retries, 1);
+    /* A truncated body is retried, but not once body bytes reached the
+     * user (resuming is not done yet): the error stands. */
+    x = retry_fetch(&t, "GET", "/wrong-cl?cl=100&send=50", &r);
+    ck_assert_int_eq(x->err, SL_ETRUNCATED);
+    ck_assert_uint_eq(x->res.retries, 0);
+    ctx_finish(&t);
+}
+END_TEST
+
+static void start_all(struct ctx *t, struct xfer **xs, size_t n, const char *fmt, int with_i)
+{
+    char target[128];
+    for (size_t i = 0; i < n; i++) {
+        if (with_i)
+            snprintf(target, sizeof(target), fmt, (int)i);
+        else
+            snprintf(target, sizeof(target), "%s", fmt);
+        xs[i] = xfer_new(t, "GET", target);
+    }
+    for (size_t i = 0; i < n; i++)
+        xfer_start(xs[i]);
+}
+
+START_TEST(rate_limit_global_burst_and_rate)
+{
+    struct ctx t;
+    struct xfer *xs[30];
+    sl_client_opts_t o;
+
+    sl_client_opts_init(&o);
+    o.rate_per_s = 20;
+    o.rate_burst = 5;
+    ctx_init(&t, &o, "127.0.0.1");
+    uint64_t t0 = mono_ms();
+    start_all(&t, xs, 30, "/bytes/10?i=%d", 1);
+    wait_all(&t, xs, 30, 10000);
+    uint64_t ms = mono_ms() - t0;
+    for (int i = 0; i < 30; i++)
+        assert_ok(xs[i], 200);
+    /* 5 at once, then 25 at 20/s: 1.25 s, within 5%. */
+    ck_assert_msg(ms >= 1187 && ms <= 1313, "30 requests at 20/s burst 5 took %llu ms",
+                  (unsigned long long)ms);
+    ctx_finish(&t);
+}
+END_TEST
+
+START_TEST(rate_limit_per_host)
+{
+    struct ctx t;
+    struct xfer *xs[20];
+    sl_client_opts_t o;
+    char target[160];
+
+    sl_client_opts_init(&o);
+    o.host_rate_per_s = 10;
+    o.host_rate_burst = 1;
+    ctx_init(&t, &o, "127.0.0.1");
+    ctx_second_faultserver(&t);
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < 20; i++) {
+        if (i % 2)
+            snprintf(target, sizeof(target), "%s/bytes/10?i=%d", t.base2, i);
+        else
+            snprintf(target, sizeof(target), "/bytes/10?i=%d", i);
+        xs[i] = xfer_new(&t, "GET", target);
+    }
+    for (int i = 0; i < 20; i++)
+        xfer_start(xs[i]);
+    wait_all(&t, xs, 20, 10000);
+    uint64_t ms = mono_ms() - t0;
+    for (int i = 0; i < 20; i++)
+        assert_ok(xs[i], 200);
+    /* Each host: 1 at once, then 9 at 10/s = 0.9 s; the hosts do not wait
+     * for each other (it would take 1.9 s if they did). */
+    ck_assert_msg(ms >= 855 && ms <= 1100, "10 + 10 requests at 10/s per host took %llu ms",
+                  (unsigned long long)ms);
+    ctx_finish(&t);
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
     Suite *s = suite_create("integ-client");
@@ -2639,6 +2816,14 @@ static Suite *client_suite(void)
     tcase_add_test(tc, pool_idle_expiry);
     tcase_add_test(tc, pool_server_closed_idle);
     tcase_add_test(tc, pool_100_concurrent);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("flow");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, retry_status_backoff_and_retry_after);
+    tcase_add_test(tc, retry_connection_errors);
+    tcase_add_test(tc, rate_limit_global_burst_and_rate);
+    tcase_add_test(tc, rate_limit_per_host);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("nginx");

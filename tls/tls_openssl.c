@@ -1,0 +1,1044 @@
+/*
+ * tls_openssl.c -- the TLS transform on OpenSSL 3.
+ *
+ * Model: one SSL object per connection, reading and writing the socket
+ * through a small BIO of our own (recv, and send with MSG_NOSIGNAL so that
+ * a reset peer is SL_EPIPE, not a SIGPIPE). Every operation is attempted
+ * once; SSL_ERROR_WANT_READ/WRITE become SL_EAGAIN plus a want bit kept per
+ * operation (handshake, read, write), and sl__tls_wants() is their union.
+ * A failure is translated once, here, into an SL_E* code and a detail text,
+ * and is sticky: later calls return it again.
+ *
+ * Writes never block inside OpenSSL: the BIO sends what the socket takes
+ * and queues the rest of the ciphertext in `out`, and sl__tls_writev()
+ * stops accepting plaintext while anything is queued. OpenSSL therefore
+ * never holds a half-written record, so its "retry with the same buffer"
+ * rule cannot be broken, and a message OpenSSL writes on its own (the
+ * answer to a KeyUpdate, from inside SSL_read) cannot collide with a
+ * blocked application record -- in OpenSSL 3.0 that collision is fatal
+ * (SSL_R_BAD_LENGTH). The queue holds at most about one record (16 KiB)
+ * plus such messages, and is freed as soon as it drains. Plaintext is fed
+ * one record at a time, gathered from the iovec when its pieces are small.
+ *
+ * Sessions: the context keeps, per caller-chosen key, the newest session
+ * OpenSSL reports through the new-session callback (TLS 1.2 at the end of
+ * the handshake, TLS 1.3 whenever a NewSessionTicket is read), in a list
+ * bounded to SL__TLS_SESSION_CACHE_MAX entries, most recently stored or
+ * used first. OpenSSL's internal cache is off.
+ */
+#include "tls-int.h"
+
+#include "reactor-int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+_Static_assert(SL__TLS_VERSION_1_2 == TLS1_2_VERSION, "wire version of TLS 1.2");
+_Static_assert(SL__TLS_VERSION_1_3 == TLS1_3_VERSION, "wire version of TLS 1.3");
+
+#define RECORD_MAX SSL3_RT_MAX_PLAIN_LENGTH /* plaintext of one record: 16 KiB */
+/* Ciphertext queued for a full socket never needs more than a record and a
+ * few handshake messages; a peer that makes us answer without reading
+ * (KeyUpdate after KeyUpdate) is cut off at this bound. */
+#define OUT_MAX (1024 * 1024)
+
+struct sess_entry {
+    struct sl__queue node; /* ctx->sessions, most recently stored or used first */
+    SSL_SESSION *sess;     /* one reference held by the cache */
+    char key[];
+};
+
+struct sl__tls_ctx {
+    SSL_CTX *ssl_ctx;
+    BIO_METHOD *bio_method;
+    bool insecure;
+    bool has_client_cert;
+    bool session_cache;
+    struct sl__queue sessions;
+    unsigned nsessions;
+    unsigned nconns; /* live sessions made from this context */
+};
+
+struct sl__tls {
+    struct sl__tls_ctx *ctx;
+    SSL *ssl;
+    int fd;
+    int error;     /* first fatal error; every later call returns it */
+    int sys_errno; /* socket error seen by the BIO during the current call */
+    bool bio_eof;  /* recv() returned 0 */
+    bool handshake_done;
+    bool shutdown_queued; /* close_notify written (maybe still queued in `out`) */
+    bool cert_requested;  /* the server sent a CertificateRequest */
+    unsigned hs_wants, read_wants, write_wants;
+    char *out; /* ciphertext the socket did not take yet: out[out_off..out_len) */
+    size_t out_off, out_len, out_cap;
+    char *session_key;
+    char alpn[32];
+    /* The first certificate the verifier rejected (for the detail text). */
+    int verify_depth;
+    char verify_subject[160];
+    char errdetail[320];
+};
+
+static const unsigned char alpn_protos[] = "\x08http/1.1";
+
+/* ---- error text ------------------------------------------------------------ */
+
+static void vformat(char *buf, size_t len, const char *fmt, va_list ap)
+{
+    if (len > 0)
+        vsnprintf(buf, len, fmt, ap);
+}
+
+/* Write "<message>: <first queued OpenSSL error>" (or just the message when
+ * the queue is empty) and clear the queue. */
+static void openssl_detail(char *buf, size_t len, const char *fmt, ...)
+{
+    unsigned long e = ERR_peek_error();
+    size_t used;
+    va_list ap;
+
+    if (len == 0)
+        return;
+    va_start(ap, fmt);
+    vformat(buf, len, fmt, ap);
+    va_end(ap);
+    used = strlen(buf);
+    if (e != 0 && used + 3 < len) {
+        memcpy(buf + used, ": ", 3);
+        ERR_error_string_n(e, buf + used + 2, len - used - 2);
+    }
+    ERR_clear_error();
+}
+
+/* ---- the socket BIO --------------------------------------------------------- */
+
+/* One BIO type index for the process: indices are a small global resource
+ * (BIO_get_new_index never gives them back), so contexts share it. */
+static pthread_once_t bio_type_once = PTHREAD_ONCE_INIT;
+static int bio_type = -1;
+
+static void bio_type_init(void)
+{
+    int i = BIO_get_new_index();
+
+    if (i > 0)
+        bio_type = i | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR;
+}
+
+/* Queue `len` bytes after those already in `out`. */
+static bool out_append(struct sl__tls *t, const char *p, size_t len)
+{
+    size_t queued = t->out_len - t->out_off;
+
+    if (queued + len > OUT_MAX) {
+        t->sys_errno = ENOBUFS;
+        return false;
+    }
+    if (t->out_off > 0) {
+        memmove(t->out, t->out + t->out_off, queued);
+        t->out_off = 0;
+        t->out_len = queued;
+    }
+    if (queued + len > t->out_cap) {
+        size_t cap = SL__MAX(queued + len, (size_t)RECORD_MAX + 1024);
+        char *n = realloc(t->out, cap);
+        if (n == NULL) {
+            t->sys_errno = ENOMEM;
+            return false;
+        }
+        t->out = n;
+        t->out_cap = cap;
+    }
+    memcpy(t->out + t->out_len, p, len);
+    t->out_len += len;
+    return true;
+}
+
+/* OpenSSL's writes: straight to the socket while nothing is queued, the
+ * rest (or everything, behind queued bytes) into `out`. Never asks OpenSSL
+ * to retry; fails only on a socket error or when the queue is full. */
+static int bio_write(BIO *b, const char *buf, int len)
+{
+    struct sl__tls *t = BIO_get_data(b);
+    size_t sent = 0;
+    ssize_t r;
+
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    if (t->out_off == t->out_len) {
+        do
+            r = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
+        while (r < 0 && errno == EINTR);
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            t->sys_errno = errno;
+            return -1;
+        }
+        sent = r > 0 ? (size_t)r : 0;
+    }
+    if (sent < (size_t)len && !out_append(t, buf + sent, (size_t)len - sent))
+        return -1;
+    return len;
+}
+
+/* Send queued ciphertext: 0 once the queue is empty (its memory is freed),
+ * SL_EAGAIN while the socket is full, or the socket's error (sticky). */
+static int out_flush(struct sl__tls *t)
+{
+    while (t->out_off < t->out_len) {
+        ssize_t r = send(t->fd, t->out + t->out_off, t->out_len - t->out_off, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return SL_EAGAIN;
+        if (r < 0) {
+            snprintf(t->errdetail, sizeof(t->errdetail), "%s", strerror(errno));
+            t->error = sl_translate_errno(errno);
+            return t->error;
+        }
+        t->out_off += (size_t)r;
+    }
+    free(t->out);
+    t->out = NULL;
+    t->out_off = t->out_len = t->out_cap = 0;
+    return 0;
+}
+
+static unsigned out_wants(const struct sl__tls *t)
+{
+    return t->out_off < t->out_len ? SL_EV_WRITE : 0;
+}
+
+static int bio_read(BIO *b, char *buf, int len)
+{
+    struct sl__tls *t = BIO_get_data(b);
+    ssize_t r;
+
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    do
+        r = recv(t->fd, buf, (size_t)len, 0);
+    while (r < 0 && errno == EINTR);
+    if (r > 0)
+        return (int)r;
+    if (r == 0) {
+        /* OpenSSL asks BIO_eof() to tell a TCP close from an error. */
+        t->bio_eof = true;
+        return 0;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        BIO_set_retry_read(b);
+    else
+        t->sys_errno = errno;
+    return -1;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    struct sl__tls *t = BIO_get_data(b);
+
+    (void)num;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1; /* the owner flushes `out`: OpenSSL must never wait */
+    case BIO_CTRL_WPENDING:
+        return (long)(t->out_len - t->out_off);
+    case BIO_CTRL_EOF:
+        return t->bio_eof;
+    case BIO_C_GET_FD:
+        if (ptr != NULL)
+            *(int *)ptr = t->fd;
+        return t->fd;
+    default:
+        return 0;
+    }
+}
+
+static BIO_METHOD *bio_method_new(void)
+{
+    BIO_METHOD *m;
+
+    if (pthread_once(&bio_type_once, bio_type_init) != 0 || bio_type < 0)
+        return NULL;
+    m = BIO_meth_new(bio_type, "sluice socket");
+    if (m == NULL)
+        return NULL;
+    if (!BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
+        !BIO_meth_set_ctrl(m, bio_ctrl)) {
+        BIO_meth_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- session cache ------------------------------------------------------------ */
+
+static struct sess_entry *cache_find(struct sl__tls_ctx *ctx, const char *key)
+{
+    struct sl__queue *q;
+
+    for (q = ctx->sessions.next; q != &ctx->sessions; q = q->next) {
+        struct sess_entry *e = sl__queue_data(q, struct sess_entry, node);
+        if (strcmp(e->key, key) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void cache_drop(struct sl__tls_ctx *ctx, struct sess_entry *e)
+{
+    sl__queue_remove(&e->node);
+    SSL_SESSION_free(e->sess);
+    free(e);
+    ctx->nsessions--;
+}
+
+/* Whether OpenSSL would still offer `s`: not marked unusable by a fatal
+ * error on a connection that used it, and within its lifetime. */
+static bool session_usable(SSL_SESSION *s)
+{
+    long born = (long)SSL_SESSION_get_time(s);
+    long life = (long)SSL_SESSION_get_timeout(s);
+
+    return SSL_SESSION_is_resumable(s) && (long)time(NULL) < born + life;
+}
+
+/* OpenSSL reports a new session: a TLS 1.2 session at the end of the
+ * handshake, or a TLS 1.3 ticket whenever one is read. The cache keeps a
+ * copy, never an object a connection uses: OpenSSL marks a connection's
+ * session unresumable when the connection ends without close_notify, even
+ * when the end is only a TCP close (SL_ETRUNCATED), which TLS 1.1 and later
+ * no longer require (RFC 5246 section 7.2.1, RFC 8446 section 6.1). Real
+ * fatal errors drop the entry explicitly (op_failure). Returns 0: OpenSSL
+ * keeps its own reference. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct sl__tls *t = SSL_get_app_data(ssl);
+    struct sl__tls_ctx *ctx;
+    struct sess_entry *e;
+    SSL_SESSION *copy;
+    size_t klen;
+
+    if (t == NULL || t->session_key == NULL || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    copy = SSL_SESSION_dup(sess);
+    if (copy == NULL)
+        return 0; /* no resumption next time: not worth failing the connection */
+    ctx = t->ctx;
+    e = cache_find(ctx, t->session_key);
+    if (e != NULL) {
+        SSL_SESSION_free(e->sess);
+        e->sess = copy;
+        sl__queue_remove(&e->node);
+        sl__queue_insert_head(&ctx->sessions, &e->node);
+        return 0;
+    }
+    klen = strlen(t->session_key);
+    e = malloc(sizeof(*e) + klen + 1);
+    if (e == NULL) {
+        SSL_SESSION_free(copy);
+        return 0;
+    }
+    memcpy(e->key, t->session_key, klen + 1);
+    e->sess = copy;
+    sl__queue_insert_head(&ctx->sessions, &e->node);
+    if (++ctx->nsessions > SL__TLS_SESSION_CACHE_MAX)
+        cache_drop(ctx, sl__queue_data(ctx->sessions.prev, struct sess_entry, node));
+    return 0;
+}
+
+/* ---- context ---------------------------------------------------------------- */
+
+static int verify_cb(int ok, X509_STORE_CTX *store)
+{
+    SSL *ssl;
+    struct sl__tls *t;
+    X509 *cert;
+
+    if (ok)
+        return ok;
+    ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    t = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    if (t != NULL && t->verify_subject[0] == '\0') {
+        t->verify_depth = X509_STORE_CTX_get_error_depth(store);
+        cert = X509_STORE_CTX_get_current_cert(store);
+        if (cert != NULL)
+            X509_NAME_oneline(X509_get_subject_name(cert), t->verify_subject,
+                              (int)sizeof(t->verify_subject));
+    }
+    return ok;
+}
+
+/* Called when the server asks for a client certificate, with or without one
+ * configured: remembering it lets a later refusal be named precisely. */
+static int cert_cb(SSL *ssl, void *arg)
+{
+    struct sl__tls *t = SSL_get_app_data(ssl);
+
+    (void)arg;
+    if (t != NULL)
+        t->cert_requested = true;
+    return 1;
+}
+
+/* An encrypted private key must never make OpenSSL prompt on the terminal:
+ * refuse, and note that a passphrase was wanted (`u` points to a bool). */
+static int no_password_cb(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    if (u != NULL)
+        *(bool *)u = true;
+    return -1;
+}
+
+void sl__tls_ctx_opts_init(struct sl__tls_ctx_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->min_version = SL__TLS_VERSION_1_2;
+    o->session_cache = true;
+}
+
+static int load_trust(struct sl__tls_ctx *ctx, const struct sl__tls_ctx_opts *o, char *errbuf,
+                      size_t errlen)
+{
+    struct stat st;
+
+    if (o->cafile == NULL && o->capath == NULL) {
+        if (SSL_CTX_set_default_verify_paths(ctx->ssl_ctx) != 1) {
+            openssl_detail(errbuf, errlen, "loading the system trust store");
+            return SL_ETLS;
+        }
+        return 0;
+    }
+    /* OpenSSL only looks into a CA directory when verifying; check it now so
+     * that a typo fails here instead of as "unknown CA" later. */
+    if (o->capath != NULL) {
+        if (stat(o->capath, &st) != 0) {
+            snprintf(errbuf, errlen, "CA directory %s: %s", o->capath, strerror(errno));
+            return SL_ETLS;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(errbuf, errlen, "CA directory %s: %s", o->capath, strerror(ENOTDIR));
+            return SL_ETLS;
+        }
+    }
+    if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, o->cafile, o->capath) != 1) {
+        openssl_detail(errbuf, errlen, "CA file %s", o->cafile != NULL ? o->cafile : "(none)");
+        return SL_ETLS;
+    }
+    return 0;
+}
+
+static int load_client_cert(struct sl__tls_ctx *ctx, const struct sl__tls_ctx_opts *o, char *errbuf,
+                            size_t errlen)
+{
+    const char *key = o->key != NULL ? o->key : o->cert;
+    bool wanted_passphrase = false;
+
+    if (o->cert == NULL) {
+        snprintf(errbuf, errlen, "client key %s given without a certificate", o->key);
+        return SL_ETLS_CLIENT_CERT;
+    }
+    SSL_CTX_set_default_passwd_cb(ctx->ssl_ctx, no_password_cb);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx->ssl_ctx, &wanted_passphrase);
+    if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, o->cert) != 1) {
+        openssl_detail(errbuf, errlen, "client certificate %s", o->cert);
+        return SL_ETLS_CLIENT_CERT;
+    }
+    /* OpenSSL 3 already refuses a key that does not match the certificate
+     * here ("key values mismatch"); the explicit check covers key types
+     * that land in another certificate slot. */
+    if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key, SSL_FILETYPE_PEM) != 1) {
+        openssl_detail(errbuf, errlen,
+                       wanted_passphrase ? "client key %s is encrypted (passphrases are not "
+                                           "supported)"
+                                         : "client key %s",
+                       key);
+        SSL_CTX_set_default_passwd_cb_userdata(ctx->ssl_ctx, NULL);
+        return SL_ETLS_CLIENT_CERT;
+    }
+    SSL_CTX_set_default_passwd_cb_userdata(ctx->ssl_ctx, NULL); /* `wanted_passphrase` dies here */
+    if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1) {
+        openssl_detail(errbuf, errlen, "client key %s does not match certificate %s", key, o->cert);
+        return SL_ETLS_CLIENT_CERT;
+    }
+    ctx->has_client_cert = true;
+    return 0;
+}
+
+int sl__tls_ctx_new(const struct sl__tls_ctx_opts *o, struct sl__tls_ctx **out, char *errbuf,
+                    size_t errlen)
+{
+    struct sl__tls_ctx_opts defaults;
+    struct sl__tls_ctx *ctx;
+    int minv, rc = SL_ENOMEM;
+
+    *out = NULL;
+    if (errlen > 0)
+        errbuf[0] = '\0';
+    if (o == NULL) {
+        sl__tls_ctx_opts_init(&defaults);
+        o = &defaults;
+    }
+    minv = o->min_version == 0 ? TLS1_2_VERSION : o->min_version;
+    if (minv != TLS1_2_VERSION && minv != TLS1_3_VERSION) {
+        snprintf(errbuf, errlen, "minimum TLS version 0x%04x: only 1.2 and 1.3 are allowed",
+                 (unsigned)minv);
+        return SL_EINVAL;
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL)
+        return SL_ENOMEM;
+    sl__queue_init(&ctx->sessions);
+    ctx->insecure = o->insecure;
+    ctx->session_cache = o->session_cache;
+
+    ERR_clear_error();
+    ctx->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    ctx->bio_method = bio_method_new();
+    if (ctx->ssl_ctx == NULL || ctx->bio_method == NULL) {
+        openssl_detail(errbuf, errlen, "creating the TLS context");
+        goto fail;
+    }
+    if (SSL_CTX_set_min_proto_version(ctx->ssl_ctx, minv) != 1) {
+        openssl_detail(errbuf, errlen, "setting the minimum TLS version");
+        rc = SL_ETLS;
+        goto fail;
+    }
+    SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* RELEASE_BUFFERS: an idle connection keeps no record buffers. The other
+     * two only matter if a write could block inside OpenSSL, which our BIO
+     * never lets happen; they are kept as the documented safe settings. */
+    SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Unlike nearly every OpenSSL call, this one returns 0 on success. */
+    if (SSL_CTX_set_alpn_protos(ctx->ssl_ctx, alpn_protos, sizeof(alpn_protos) - 1) != 0) {
+        openssl_detail(errbuf, errlen, "setting ALPN");
+        goto fail;
+    }
+    SSL_CTX_set_cert_cb(ctx->ssl_ctx, cert_cb, NULL);
+
+    if (o->insecure) {
+        /* Like curl -k: CA options are not even loaded, so a bad one is no error. */
+        SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER, verify_cb);
+        rc = load_trust(ctx, o, errbuf, errlen);
+        if (rc < 0)
+            goto fail;
+    }
+    if (o->cert != NULL || o->key != NULL) {
+        rc = load_client_cert(ctx, o, errbuf, errlen);
+        if (rc < 0)
+            goto fail;
+    }
+    if (o->session_cache) {
+        SSL_CTX_set_session_cache_mode(ctx->ssl_ctx,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, new_session_cb);
+    } else {
+        SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_OFF);
+    }
+    ERR_clear_error();
+    *out = ctx;
+    return 0;
+
+fail:
+    ERR_clear_error();
+    sl__tls_ctx_free(ctx);
+    return rc;
+}
+
+void sl__tls_ctx_free(struct sl__tls_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    /* Sessions call back into the context (new_session_cb). */
+    assert(ctx->nconns == 0);
+    while (!sl__queue_empty(&ctx->sessions))
+        cache_drop(ctx, sl__queue_data(ctx->sessions.next, struct sess_entry, node));
+    SSL_CTX_free(ctx->ssl_ctx);
+    BIO_meth_free(ctx->bio_method);
+    free(ctx);
+}
+
+/* ---- sessions ---------------------------------------------------------------- */
+
+int sl__tls_new(struct sl__tls_ctx *ctx, int fd, const char *host, const char *session_key,
+                struct sl__tls **out)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    char name[256];
+    struct sl__tls *t;
+    size_t len;
+    bool is_ip;
+    BIO *bio;
+
+    *out = NULL;
+    if (fd < 0 || host == NULL)
+        return SL_EINVAL;
+    len = strlen(host);
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
+        host++; /* "[::1]" as found in URLs */
+        len -= 2;
+    } else if (len > 1 && host[len - 1] == '.') {
+        len--; /* "example.com.": SNI and certificates carry no final dot */
+    }
+    if (len == 0 || len >= sizeof(name))
+        return SL_EINVAL;
+    memcpy(name, host, len);
+    name[len] = '\0';
+    is_ip = inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+
+    t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return SL_ENOMEM;
+    t->ctx = ctx;
+    t->fd = fd;
+    ERR_clear_error();
+    t->ssl = SSL_new(ctx->ssl_ctx);
+    if (t->ssl == NULL)
+        goto fail;
+    SSL_set_app_data(t->ssl, t);
+    bio = BIO_new(ctx->bio_method);
+    if (bio == NULL)
+        goto fail;
+    BIO_set_data(bio, t);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(t->ssl, bio, bio); /* the SSL owns the BIO from now on */
+    SSL_set_connect_state(t->ssl);
+
+    if (!is_ip && SSL_set_tlsext_host_name(t->ssl, name) != 1)
+        goto fail;
+    if (!ctx->insecure) {
+        if (is_ip) {
+            if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), name) != 1)
+                goto fail;
+        } else {
+            SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            if (SSL_set1_host(t->ssl, name) != 1)
+                goto fail;
+        }
+    }
+    if (session_key != NULL && ctx->session_cache) {
+        struct sess_entry *e;
+
+        t->session_key = strdup(session_key);
+        if (t->session_key == NULL)
+            goto fail;
+        e = cache_find(ctx, session_key);
+        if (e != NULL && !session_usable(e->sess)) {
+            cache_drop(ctx, e);
+        } else if (e != NULL) {
+            /* The connection gets a copy too (see new_session_cb); a failure
+             * only costs the resumption. */
+            SSL_SESSION *copy = SSL_SESSION_dup(e->sess);
+            if (copy != NULL) {
+                (void)SSL_set_session(t->ssl, copy);
+                SSL_SESSION_free(copy);
+            }
+            sl__queue_remove(&e->node);
+            sl__queue_insert_head(&ctx->sessions, &e->node);
+        }
+    }
+    ERR_clear_error();
+    ctx->nconns++;
+    *out = t;
+    return 0;
+
+fail:
+    ERR_clear_error();
+    SSL_free(t->ssl);
+    free(t->session_key);
+    free(t);
+    return SL_ENOMEM;
+}
+
+void sl__tls_free(struct sl__tls *t)
+{
+    if (t == NULL)
+        return;
+    /* SSL_free() marks the session of a connection that did not send
+     * close_notify unresumable; the cache holds copies (new_session_cb). */
+    SSL_free(t->ssl);
+    ERR_clear_error();
+    t->ctx->nconns--;
+    free(t->out);
+    free(t->session_key);
+    free(t);
+}
+
+/* ---- translating failures ------------------------------------------------- */
+
+static int map_verify_result(long v)
+{
+    switch (v) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        return SL_ETLS_UNKNOWN_CA;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+        return SL_ETLS_HOSTNAME;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return SL_ETLS_EXPIRED;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return SL_ETLS_NOT_YET_VALID;
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        return SL_ETLS_SELF_SIGNED;
+    default:
+        return SL_ETLS_HANDSHAKE;
+    }
+}
+
+static bool reason_is_version(int reason)
+{
+    switch (reason) {
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+    case SSL_R_NO_PROTOCOLS_AVAILABLE:
+    case SSL_R_VERSION_TOO_LOW:
+    case SSL_R_VERSION_TOO_HIGH:
+    case SSL_R_UNSUPPORTED_SSL_VERSION:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* An alert from the server that judges our certificate. Only meaningful
+ * after it asked for one: then "bad certificate" cannot be about its own. */
+static bool reason_is_client_cert(const struct sl__tls *t, int reason)
+{
+    if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED)
+        return true;
+    if (!t->cert_requested)
+        return false;
+    switch (reason) {
+    case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+        /* TLS 1.2 servers send this when a required certificate is missing
+         * (OpenSSL maps its certificate_required to it below 1.3). */
+        return !t->ctx->has_client_cert;
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* SSL_ERROR_SSL: name the failure from the first queued error. */
+static int ssl_failure(struct sl__tls *t)
+{
+    unsigned long e = ERR_peek_error();
+    int reason = ERR_GET_LIB(e) == ERR_LIB_SSL ? ERR_GET_REASON(e) : 0;
+    long v;
+
+    if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED &&
+        (v = SSL_get_verify_result(t->ssl)) != X509_V_OK) {
+        snprintf(t->errdetail, sizeof(t->errdetail), "certificate verify failed: %s (depth %d, %s)",
+                 X509_verify_cert_error_string(v), t->verify_depth,
+                 t->verify_subject[0] != '\0' ? t->verify_subject : "?");
+        return map_verify_result(v);
+    }
+    if (reason == SSL_R_WRONG_VERSION_NUMBER && !t->handshake_done) {
+        /* OpenSSL says this when the first bytes are not a TLS record at all
+         * (a genuinely older server gets as far as its ServerHello and fails
+         * with a protocol_version alert or SSL_R_UNSUPPORTED_PROTOCOL): the
+         * port speaks something else, typically plain HTTP. */
+        openssl_detail(t->errdetail, sizeof(t->errdetail),
+                       "TLS (the server does not seem to speak TLS on this port)");
+        return SL_ETLS_HANDSHAKE;
+    }
+    openssl_detail(t->errdetail, sizeof(t->errdetail), "TLS");
+    if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+        return t->handshake_done ? SL_ETRUNCATED : SL_ETLS_HANDSHAKE;
+    if (reason_is_version(reason))
+        return SL_ETLS_VERSION;
+    if (reason_is_client_cert(t, reason))
+        return SL_ETLS_CLIENT_CERT;
+    return t->handshake_done ? SL_ETLS : SL_ETLS_HANDSHAKE;
+}
+
+/* Translate the result `ret` of a failed SSL_* call. SL_EAGAIN stores the
+ * readiness wanted in *wants; errors other than SL_EOF become sticky. */
+static int op_failure(struct sl__tls *t, int ret, unsigned *wants)
+{
+    int err, rc;
+
+    *wants = 0;
+    err = SSL_get_error(t->ssl, ret);
+    /* A write that failed on the socket after the peer's close_notify comes
+     * back as ZERO_RETURN: the socket's error says more. */
+    if (err == SSL_ERROR_ZERO_RETURN && t->sys_errno != 0)
+        err = SSL_ERROR_SYSCALL;
+    switch (err) {
+    case SSL_ERROR_WANT_READ:
+        *wants = SL_EV_READ;
+        return SL_EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        *wants = SL_EV_WRITE;
+        return SL_EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        if (t->handshake_done)
+            return SL_EOF; /* close_notify: OpenSSL keeps answering this */
+        snprintf(t->errdetail, sizeof(t->errdetail), "peer closed during the handshake");
+        rc = SL_ETLS_HANDSHAKE;
+        break;
+    case SSL_ERROR_SYSCALL:
+        if (t->sys_errno != 0) {
+            snprintf(t->errdetail, sizeof(t->errdetail), "%s", strerror(t->sys_errno));
+            rc = sl_translate_errno(t->sys_errno);
+        } else if (ERR_peek_error() != 0) {
+            rc = ssl_failure(t);
+        } else {
+            /* OpenSSL 1.1's way to report an EOF without close_notify;
+             * OpenSSL 3 says SSL_R_UNEXPECTED_EOF_WHILE_READING instead. */
+            snprintf(t->errdetail, sizeof(t->errdetail), "connection closed without close_notify");
+            rc = t->handshake_done ? SL_ETRUNCATED : SL_ETLS_HANDSHAKE;
+        }
+        break;
+    case SSL_ERROR_SSL:
+        rc = ssl_failure(t);
+        break;
+    default:
+        openssl_detail(t->errdetail, sizeof(t->errdetail), "unexpected SSL_get_error() result");
+        rc = t->handshake_done ? SL_ETLS : SL_ETLS_HANDSHAKE;
+        break;
+    }
+    ERR_clear_error();
+    /* A fatal TLS error invalidates the session (RFC 5246 section 7.2.2): a
+     * certificate that now fails verification must not be skipped by
+     * resuming either. A TCP close without close_notify, or a socket error,
+     * is no reason to (RFC 5246 section 7.2.1). */
+    if (rc <= SL__ERR_BASE && rc != SL_ETRUNCATED && t->session_key != NULL) {
+        struct sess_entry *e = cache_find(t->ctx, t->session_key);
+        if (e != NULL)
+            cache_drop(t->ctx, e);
+    }
+    t->error = rc;
+    return rc;
+}
+
+/* ---- handshake, read, write ------------------------------------------------- */
+
+int sl__tls_handshake(struct sl__tls *t)
+{
+    const unsigned char *p;
+    unsigned int len;
+    int ret, rc;
+
+    if (t->error != 0)
+        return t->error;
+    if (t->handshake_done)
+        return 0;
+    /* Our previous flight may still be queued; OpenSSL goes on regardless
+     * (it may have something to read). */
+    rc = out_flush(t);
+    if (rc < 0 && rc != SL_EAGAIN)
+        return rc;
+    ERR_clear_error();
+    t->sys_errno = 0;
+    ret = SSL_do_handshake(t->ssl);
+    if (ret != 1)
+        return op_failure(t, ret, &t->hs_wants);
+    /* Complete for OpenSSL, even if our Finished is still queued: the next
+     * read or write sends it first. */
+    t->handshake_done = true;
+    t->hs_wants = 0;
+    SSL_get0_alpn_selected(t->ssl, &p, &len);
+    if (p != NULL && len < sizeof(t->alpn)) {
+        memcpy(t->alpn, p, len);
+        t->alpn[len] = '\0';
+    }
+    return 0;
+}
+
+bool sl__tls_resumed(const struct sl__tls *t)
+{
+    return t->handshake_done && SSL_session_reused(t->ssl) == 1;
+}
+
+const char *sl__tls_version(const struct sl__tls *t)
+{
+    return SSL_get_version(t->ssl);
+}
+
+const char *sl__tls_cipher(const struct sl__tls *t)
+{
+    const char *c = SSL_get_cipher_name(t->ssl);
+
+    return c != NULL ? c : "";
+}
+
+const char *sl__tls_alpn(const struct sl__tls *t)
+{
+    return t->alpn;
+}
+
+int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
+{
+    int rc;
+
+    *n = 0;
+    if (t->error != 0)
+        return t->error;
+    if (!t->handshake_done && (rc = sl__tls_handshake(t)) != 0)
+        return rc;
+    if (len == 0)
+        return SL_EINVAL;
+    /* Queued ciphertext goes first, whoever calls: an owner that only reads
+     * still gets our KeyUpdate answers and close_notify out. */
+    rc = out_flush(t);
+    if (rc < 0 && rc != SL_EAGAIN)
+        return rc;
+    ERR_clear_error();
+    t->sys_errno = 0;
+    if (SSL_read_ex(t->ssl, buf, len, n) == 1) {
+        t->read_wants = 0;
+        return 0;
+    }
+    *n = 0;
+    return op_failure(t, 0, &t->read_wants);
+}
+
+/* Copy up to `cap` bytes of `iov` starting at byte `skip` into `dst`. */
+static size_t iov_copy(const struct iovec *iov, int iovcnt, size_t skip, char *dst, size_t cap)
+{
+    size_t got = 0;
+
+    for (int i = 0; i < iovcnt && got < cap; i++) {
+        size_t l = iov[i].iov_len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        l = SL__MIN(l - skip, cap - got);
+        memcpy(dst + got, (const char *)iov[i].iov_base + skip, l);
+        got += l;
+        skip = 0;
+    }
+    return got;
+}
+
+int sl__tls_writev(struct sl__tls *t, const struct iovec *iov, int iovcnt, size_t *n)
+{
+    char gather[RECORD_MAX];
+    size_t total = 0, done = 0, skip = 0;
+    int first = 0, rc;
+
+    *n = 0;
+    if (t->error != 0)
+        return t->error;
+    if (!t->handshake_done && (rc = sl__tls_handshake(t)) != 0)
+        return rc;
+    if (iovcnt < 0 || (iovcnt > 0 && iov == NULL))
+        return SL_EINVAL;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    /* While ciphertext is queued nothing more is accepted; out_wants()
+     * reports the SL_EV_WRITE this waits for. */
+    t->write_wants = 0;
+    rc = out_flush(t);
+    if (rc < 0)
+        return rc;
+
+    /* (first, skip): the iovec piece holding byte `done`, and the offset in it. */
+    while (done < total) {
+        const char *p;
+        size_t len, avail, w = 0;
+
+        while (skip >= iov[first].iov_len) {
+            skip -= iov[first].iov_len;
+            first++;
+        }
+        avail = iov[first].iov_len - skip;
+        if (avail >= RECORD_MAX || avail == total - done) {
+            p = (const char *)iov[first].iov_base + skip;
+            len = SL__MIN(avail, RECORD_MAX);
+        } else {
+            /* Small pieces (a request head, a chunk header) share a record. */
+            len = iov_copy(iov, iovcnt, done, gather, sizeof(gather));
+            p = gather;
+        }
+        ERR_clear_error();
+        t->sys_errno = 0;
+        if (SSL_write_ex(t->ssl, p, len, &w) != 1) {
+            /* Not for want of socket space (the BIO never refuses); maybe
+             * the rest of a post-handshake message must be read first.
+             * OpenSSL took none of `p`, so the next call may offer anything. */
+            rc = op_failure(t, 0, &t->write_wants);
+            if (rc != SL_EAGAIN || done == 0)
+                return rc;
+            break;
+        }
+        done += w;
+        skip += w;
+        if (out_wants(t) != 0)
+            break; /* the socket is full: accept no more than what is queued */
+    }
+    *n = done;
+    return done > 0 || total == 0 ? 0 : SL_EAGAIN;
+}
+
+unsigned sl__tls_wants(const struct sl__tls *t)
+{
+    return t->hs_wants | t->read_wants | t->write_wants | out_wants(t);
+}
+
+bool sl__tls_has_pending(const struct sl__tls *t)
+{
+    return t->error == 0 && SSL_has_pending(t->ssl) == 1;
+}
+
+int sl__tls_shutdown(struct sl__tls *t)
+{
+    int ret;
+
+    if (t->error != 0 || !t->handshake_done)
+        return 0;
+    if (!t->shutdown_queued) {
+        /* In the middle of reading a post-handshake message OpenSSL refuses
+         * ("shutdown while in init"): skip, it is best effort. */
+        if (SSL_in_init(t->ssl))
+            return 0;
+        /* Writes the alert (into `out` if the socket is full). Never reads:
+         * the peer's close_notify is not waited for, and calling
+         * SSL_shutdown() again would start reading for it. */
+        ERR_clear_error();
+        t->sys_errno = 0;
+        ret = SSL_shutdown(t->ssl);
+        if (ret < 0)
+            return op_failure(t, ret, &t->write_wants);
+        t->shutdown_queued = true;
+    }
+    return out_flush(t);
+}
+
+const char *sl__tls_errdetail(const struct sl__tls *t)
+{
+    return t->errdetail;
+}
