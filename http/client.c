@@ -668,6 +668,22 @@ static void req_defer_cb(sl_defer_t *d)
     }
 }
 
+/* Let go of what the current attempt holds: its connection (one still
+ * connecting stays useful to others; one in the middle of an exchange is in
+ * an unknown state and is closed), its place in a queue, its phase timer. */
+static void req_release_attempt(sl_req_t *req)
+{
+    if (req->conn != NULL) {
+        struct conn *conn = req->conn;
+        bool keep = conn->state == CONN_RESOLVE || conn->state == CONN_CONNECT;
+        sl__conn_detach(conn, keep);
+    }
+    if (sl__queue_linked(&req->wait_node))
+        sl__pool_remove_waiting(req);
+    req->rate_waiting = false;
+    sl_timer_stop(&req->phase_timer);
+}
+
 /* End the transfer: release everything it holds and queue on_done. */
 static void req_finish(sl_req_t *req, int err)
 {
@@ -677,18 +693,8 @@ static void req_finish(sl_req_t *req, int err)
         return;
     req->start_pending = false;
     sl_timer_stop(&req->total_timer);
-    sl_timer_stop(&req->phase_timer);
     sl_timer_stop(&req->retry_timer);
-    if (sl__queue_linked(&req->wait_node))
-        sl__pool_remove_waiting(req);
-    req->rate_waiting = false;
-    if (req->conn != NULL) {
-        /* A connection still connecting stays useful to others; one in the
-         * middle of an exchange is in an unknown state and is closed. */
-        struct conn *conn = req->conn;
-        bool keep = conn->state == CONN_RESOLVE || conn->state == CONN_CONNECT;
-        sl__conn_detach(conn, keep);
-    }
+    req_release_attempt(req);
     sl__queue_remove(&req->all_node);
     if (req->zs_active) {
         inflateEnd(&req->zs);
@@ -745,15 +751,7 @@ static void retry_timer_cb(sl_timer_t *t)
  * after `wait_ms`. */
 static void req_schedule_retry(sl_req_t *req, uint64_t wait_ms, const char *why)
 {
-    if (req->conn != NULL) {
-        struct conn *conn = req->conn;
-        bool keep = conn->state == CONN_RESOLVE || conn->state == CONN_CONNECT;
-        sl__conn_detach(conn, keep);
-    }
-    if (sl__queue_linked(&req->wait_node))
-        sl__pool_remove_waiting(req);
-    req->rate_waiting = false;
-    sl_timer_stop(&req->phase_timer);
+    req_release_attempt(req);
     req_reset_hop(req);
     req->retry_discard = false;
     req->stale_retried = false;

@@ -945,7 +945,6 @@ static void conn_read(struct conn *c)
         if (!req->got_response_byte)
             sl__req_first_byte(req);
         sl__req_activity(req);
-        req->result.bytes_wire += 0; /* counted by the body callback */
         c->rend += n;
         if (!conn_feed(c))
             return;
