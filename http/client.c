@@ -632,6 +632,7 @@ static void req_destroy(sl_req_t *req)
     free(req->chunk_buf);
     free(req->location);
     free(req->buf);
+    free(req->resume_validator);
     if (req->resp != NULL) {
         free(req->resp->arena);
         free(req->resp->headers);
@@ -665,6 +666,10 @@ static void req_defer_cb(sl_defer_t *d)
             req->on_done(req, req->result.error);
             req->in_callback--;
         }
+        /* After the member's own callback (which may have freed it: then
+         * it already left its group). */
+        if (req->group != NULL)
+            sl__group_req_ended(req, req->result.error);
     }
 }
 
@@ -725,8 +730,10 @@ static bool retry_allowed(sl_req_t *req, uint64_t hint_ms, uint64_t *wait_ms)
         return false;
     if (!r->all_methods && !sl__req_idempotent(req))
         return false;
-    if (!sl__req_replayable(req) || req->result.bytes_down > 0)
-        return false; /* the user already has part of a body: resuming is not done here */
+    if (!sl__req_replayable(req))
+        return false;
+    if (req->head_delivered && req->resume_validator == NULL)
+        return false; /* the user has (part of) a response that cannot be continued */
     if (hint_ms != UINT64_MAX)
         w = SL__MIN(hint_ms, r->max_delay_ms);
     else
@@ -751,15 +758,22 @@ static void retry_timer_cb(sl_timer_t *t)
  * after `wait_ms`. */
 static void req_schedule_retry(sl_req_t *req, uint64_t wait_ms, const char *why)
 {
+    bool resume = req->head_delivered; /* retry_allowed() checked a validator */
+
     req_release_attempt(req);
     req_reset_hop(req);
+    if (resume) {
+        req->resuming = true;
+        req->resume_from = req->result.bytes_down;
+    }
     req->retry_discard = false;
     req->stale_retried = false;
     req->attempts_retried++;
     req->result.retries++;
     req_set_state(req, REQ_QUEUED);
-    sl__req_tracef(req, "Retry %u of %u in %llu ms: %s", req->attempts_retried, req->retry.max,
-                   (unsigned long long)wait_ms, why);
+    sl__req_tracef(req, "Retry %u of %u in %llu ms: %s%s", req->attempts_retried, req->retry.max,
+                   (unsigned long long)wait_ms, why,
+                   req->resuming ? " (the body will resume where it stopped)" : "");
     sl_timer_start(&req->retry_timer, wait_ms, 0);
 }
 
@@ -781,6 +795,18 @@ void sl__req_fail(sl_req_t *req, int err, const char *fmt, ...)
     req_finish(req, err);
 }
 
+void sl__req_abort(sl_req_t *req, int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (req_gone(req) || (req->state == REQ_NEW && !req->start_pending))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(req->errmsg, sizeof(req->errmsg), fmt, ap);
+    va_end(ap);
+    req_finish(req, err);
+}
+
 void sl_req_cancel(sl_req_t *req)
 {
     if (req_gone(req) || (req->state == REQ_NEW && !req->start_pending))
@@ -797,6 +823,7 @@ void sl_req_free(sl_req_t *req)
     if (req->state != REQ_DONE)
         req_finish(req, SL_ECANCELED);
     req->done_pending = false;
+    sl__group_req_detach(req);
     sl_defer_start(&req->defer);
 }
 
@@ -1119,6 +1146,88 @@ void sl__req_on_interim(sl_req_t *req, const struct sl__resp_head *h)
         trace_head_in(req, h);
 }
 
+/* Parse "bytes first-last/total" (total may be "*": -1). */
+static int parse_content_range(const char *v, uint64_t *first, uint64_t *last, int64_t *total)
+{
+    char *end;
+
+    if (strncasecmp(v, "bytes", 5) != 0)
+        return -1;
+    v += 5;
+    while (*v == ' ')
+        v++;
+    if (*v < '0' || *v > '9')
+        return -1;
+    *first = strtoull(v, &end, 10);
+    if (*end != '-' || end[1] < '0' || end[1] > '9')
+        return -1;
+    *last = strtoull(end + 1, &end, 10);
+    if (*end != '/' || *last < *first)
+        return -1;
+    if (end[1] == '*' && end[2] == '\0') {
+        *total = -1;
+        return 0;
+    }
+    if (end[1] < '0' || end[1] > '9')
+        return -1;
+    *total = (int64_t)strtoull(end + 1, &end, 10);
+    return *end == '\0' && *total > (int64_t)*last ? 0 : -1;
+}
+
+/* The head of an attempt that continues a body: it must be the rest of the
+ * same representation, from exactly where the body stopped. */
+static int resume_head(sl_req_t *req, const struct sl__resp_head *h)
+{
+    const char *cr = sl__resp_header(h, "Content-Range");
+    uint64_t first = 0, last = 0;
+    int64_t total = -1;
+
+    if (h->status != 206 || cr == NULL || parse_content_range(cr, &first, &last, &total) < 0 ||
+        first != req->resume_from || (req->resume_total >= 0 && total != req->resume_total)) {
+        sl__req_fail(req, SL_ERESUME,
+                     "cannot resume at byte %llu: the server answered %d%s%s%s",
+                     (unsigned long long)req->resume_from, h->status,
+                     h->status == 200 ? " (its copy changed: If-Range did not match)" : "",
+                     cr != NULL ? " with Content-Range " : "", cr != NULL ? cr : "");
+        return SL_ERESUME;
+    }
+    req->result.status = req->resp != NULL ? req->resp->status : 200;
+    req->result.resumes++;
+    req->head_delivered = true;
+    req_set_state(req, REQ_BODY);
+    sl__req_tracef(req, "Resumed at byte %llu of %lld", (unsigned long long)first,
+                   (long long)total);
+    return 0;
+}
+
+/* Remember how the body just announced could be resumed, if it breaks. */
+static void note_resumable(sl_req_t *req, const struct sl__resp_head *h)
+{
+    const char *etag = sl__resp_header(h, "ETag");
+    const char *lm = sl__resp_header(h, "Last-Modified");
+    const char *ar = sl__resp_header(h, "Accept-Ranges");
+    const char *v = NULL;
+
+    free(req->resume_validator);
+    req->resume_validator = NULL;
+    if (h->status != 200 || strcmp(req->method, "GET") != 0 || req->zs_active || h->no_body)
+        return;
+    if (ar != NULL && strcasecmp(ar, "none") == 0)
+        return;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->headers[i].name, "Range") == 0 ||
+            strcasecmp(req->headers[i].name, "If-Range") == 0)
+            return; /* the user's own range request */
+    if (etag != NULL && strncmp(etag, "W/", 2) != 0 && etag[0] == '"')
+        v = etag; /* If-Range needs a strong validator */
+    else if (lm != NULL && lm[0] != '\0')
+        v = lm;
+    if (v == NULL)
+        return;
+    req->resume_validator = strdup(v); /* NULL if out of memory: not resumable */
+    req->resume_total = h->content_length;
+}
+
 int sl__req_on_head(sl_req_t *req, const struct sl__resp_head *h)
 {
     int rc;
@@ -1129,6 +1238,14 @@ int sl__req_on_head(sl_req_t *req, const struct sl__resp_head *h)
     trace_head_in(req, h);
     if (req_gone(req))
         return SL_ECANCELED;
+    if (req->client->opts.adaptive) {
+        if (h->status == 429 || h->status == 503)
+            sl__pool_overloaded(req->client, req);
+        else if (h->status < 400)
+            sl__pool_succeeded(req->client, req);
+        if (req_gone(req))
+            return SL_ECANCELED; /* a trace callback freed it */
+    }
     if (req->retry.max > 0 && sl__status_retryable(h->status)) {
         const char *ra = sl__resp_header(h, "Retry-After");
         uint64_t hint = UINT64_MAX, wait;
@@ -1142,6 +1259,8 @@ int sl__req_on_head(sl_req_t *req, const struct sl__resp_head *h)
             return 0;
         }
     }
+    if (req->resuming)
+        return resume_head(req, h);
     if (req->max_redirects > 0 && is_redirect(h->status)) {
         const char *loc = sl__resp_header(h, "Location");
         if (loc != NULL) {
@@ -1192,6 +1311,8 @@ int sl__req_on_head(sl_req_t *req, const struct sl__resp_head *h)
         sl__req_fail(req, rc, "out of memory");
         return rc;
     }
+    if (req->retry.max > 0)
+        note_resumable(req, h);
     req_set_state(req, REQ_BODY);
     req->head_delivered = true;
     if (req->on_head != NULL) {

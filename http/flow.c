@@ -175,3 +175,58 @@ bool sl__error_retryable(int err)
         return false;
     }
 }
+
+/*
+ * Adaptive back-off (AIMD, as TCP congestion control): an overloaded
+ * answer (429, 503) halves the host's connection allowance and its request
+ * rate, at most once per epoch -- answers to requests sent before the last
+ * decrease say nothing about the new allowance. Every success counts
+ * towards the next additive step: one more connection after `limit`
+ * successes (one "window"), and a tenth of the configured rate. Once both
+ * are back at their ceilings the host is no longer limited by this.
+ */
+void sl__aimd_init(struct sl__aimd *a, unsigned conn_ceiling, double rate_ceiling)
+{
+    memset(a, 0, sizeof(*a));
+    a->conn_ceiling = conn_ceiling;
+    a->rate_ceiling = rate_ceiling;
+}
+
+bool sl__aimd_decrease(struct sl__aimd *a, uint64_t req_epoch, unsigned inflight)
+{
+    unsigned cur;
+
+    if (req_epoch != a->epoch)
+        return false; /* sent before the last decrease */
+    cur = a->limit ? a->limit : inflight;
+    if (a->conn_ceiling > 0 && cur > a->conn_ceiling)
+        cur = a->conn_ceiling;
+    a->limit = cur / 2 > 0 ? cur / 2 : 1;
+    a->acks = 0;
+    if (a->rate_ceiling > 0) {
+        double r = a->rate > 0 ? a->rate : a->rate_ceiling;
+        a->rate = r / 2 > 0.01 ? r / 2 : 0.01;
+    }
+    a->epoch++;
+    return true;
+}
+
+bool sl__aimd_increase(struct sl__aimd *a)
+{
+    if (a->limit == 0 && a->rate == 0)
+        return false;
+    if (++a->acks < (a->limit ? a->limit : 1))
+        return false;
+    a->acks = 0;
+    if (a->limit > 0) {
+        a->limit++;
+        if (a->conn_ceiling > 0 && a->limit >= a->conn_ceiling)
+            a->limit = 0;
+    }
+    if (a->rate > 0) {
+        a->rate += a->rate_ceiling / 10;
+        if (a->rate >= a->rate_ceiling)
+            a->rate = 0;
+    }
+    return true;
+}

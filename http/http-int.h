@@ -68,6 +68,23 @@ uint64_t sl__backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms, uin
  * `now_unix_s`. Returns 0 or -1 (unparsable). */
 int sl__retry_after_ms(const char *v, int64_t now_unix_s, uint64_t *out_ms);
 bool sl__status_retryable(int status);
+/* Adaptive per-host back-off (AIMD). `limit` 0: connections not limited by
+ * it; `rate` 0: rate not limited by it. */
+struct sl__aimd {
+    unsigned limit;       /* connection allowance */
+    unsigned conn_ceiling; /* the configured cap it recovers to (0: none) */
+    unsigned acks;        /* successes towards the next step */
+    double rate;          /* request-rate allowance, per second */
+    double rate_ceiling;  /* the configured rate it recovers to (0: none) */
+    uint64_t epoch;       /* decreases so far */
+};
+void sl__aimd_init(struct sl__aimd *a, unsigned conn_ceiling, double rate_ceiling);
+/* An overloaded answer to a request sent in `req_epoch`, with `inflight`
+ * connections open to the host: halve (once per epoch). Returns whether it
+ * changed anything. */
+bool sl__aimd_decrease(struct sl__aimd *a, uint64_t req_epoch, unsigned inflight);
+/* A success: returns true when the allowance grew. */
+bool sl__aimd_increase(struct sl__aimd *a);
 bool sl__error_retryable(int err);
 
 /* ---- requests ------------------------------------------------------------ */
@@ -124,6 +141,7 @@ struct sl_req_s {
     /* running state */
     struct conn *conn;
     struct origin *origin;       /* set by sl__pool_acquire */
+    uint64_t aimd_epoch;         /* the origin's back-off epoch when this attempt began */
     struct sl__queue wait_node;  /* client->waiting while REQ_QUEUED */
     struct sl__queue all_node;   /* client->requests while started */
     sl_timer_t total_timer;
@@ -141,6 +159,13 @@ struct sl_req_s {
     bool stale_retried;          /* the one stale-connection retry was used */
     bool queue_timed;            /* time_queue_us is set */
     bool rate_waiting;           /* wait_node is in client->rate_waiting */
+    char *resume_validator;      /* ETag or Last-Modified of the body being received */
+    int64_t resume_total;        /* its full length, -1 if unknown */
+    uint64_t resume_from;        /* where the body continues when `resuming` */
+    bool resuming;               /* this attempt continues a delivered body (Range) */
+    sl_group_t *group;           /* the group it belongs to, or NULL */
+    size_t group_index;          /* its slot there */
+    bool group_ended;            /* the group counted its end */
     sl_retry_t retry;
     sl_timer_t retry_timer;      /* the wait before the next attempt */
     unsigned attempts_retried;   /* retries made under sl_req_retry() */
@@ -262,6 +287,7 @@ struct origin {
     unsigned nconns;             /* open or opening connections */
     struct sl__queue idle;       /* idle connections, most recent first (LIFO) */
     struct sl__bucket bucket;    /* per-origin rate limit */
+    struct sl__aimd aimd;        /* adaptive back-off (opts.adaptive) */
     struct origin *next;         /* client->origins list */
 };
 
@@ -297,6 +323,10 @@ struct origin *sl__pool_origin(sl_client_t *c, const struct sl__url *u);
 int sl__pool_acquire(sl_client_t *c, sl_req_t *req);
 /* A connection finished a request and may be reused. */
 void sl__pool_release(struct conn *conn);
+/* Adaptive back-off: an answer to `req` said overloaded (429/503), or it
+ * succeeded. */
+void sl__pool_overloaded(sl_client_t *c, sl_req_t *req);
+void sl__pool_succeeded(sl_client_t *c, sl_req_t *req);
 /* A connection closed: free its slot and serve waiting requests. */
 void sl__pool_conn_gone(sl_client_t *c, struct origin *o);
 /* Serve waiting requests while slots allow. */
@@ -351,6 +381,14 @@ bool sl__req_replayable(const sl_req_t *req);
 
 /* SLUICE_TRACE=1 prints every state change on stderr (read once). */
 bool sl__trace_states(void);
+
+/* End a running request with `err` now, without a retry (groups). */
+void sl__req_abort(sl_req_t *req, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* group.c: a member request's end was reported (after its on_done), or it
+ * is freed on its own. */
+void sl__group_req_ended(sl_req_t *req, int err);
+void sl__group_req_detach(sl_req_t *req);
 
 /* req_write.c */
 /* Serialise the request head for this hop into req->head_buf. */

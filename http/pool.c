@@ -46,15 +46,29 @@ struct origin *sl__pool_origin(sl_client_t *c, const struct sl__url *u)
     sl__bucket_init(&o->bucket, c->opts.host_rate_per_s,
                     c->opts.host_rate_burst > 0 ? c->opts.host_rate_burst : 1,
                     sl_loop_now_ns(c->loop));
+    sl__aimd_init(&o->aimd,
+                  c->opts.max_connections_per_host > 0 ? c->opts.max_connections_per_host
+                                                       : c->opts.max_connections,
+                  c->opts.host_rate_per_s > 0 ? c->opts.host_rate_per_s : c->opts.rate_per_s);
     o->next = c->origins;
     c->origins = o;
     return o;
 }
 
+/* The origin's connection cap now: the configured one, or lower while it
+ * is backing off. 0: none. */
+static unsigned origin_cap(const sl_client_t *c, const struct origin *o)
+{
+    unsigned cap = c->opts.max_connections_per_host;
+    if (o->aimd.limit > 0 && (cap == 0 || o->aimd.limit < cap))
+        cap = o->aimd.limit;
+    return cap;
+}
+
 static bool origin_has_room(const sl_client_t *c, const struct origin *o)
 {
-    unsigned per_host = c->opts.max_connections_per_host;
-    return per_host == 0 || o->nconns < per_host;
+    unsigned cap = origin_cap(c, o);
+    return cap == 0 || o->nconns < cap;
 }
 
 /* Close the least recently used idle connection of any origin but `keep`,
@@ -117,6 +131,7 @@ int sl__pool_acquire(sl_client_t *c, sl_req_t *req)
     if (o == NULL)
         return SL_ENOMEM;
     req->origin = o;
+    req->aimd_epoch = o->aimd.epoch;
     /* Requests already waiting go first (FIFO), unless this one can use an
      * idle connection of its own origin. */
     if (!sl__queue_empty(&c->waiting) && sl__queue_empty(&o->idle)) {
@@ -175,11 +190,54 @@ void sl__pool_dispatch(sl_client_t *c)
         sl_defer_start(&c->dispatcher);
 }
 
+/* The host's rate allowance changed: its bucket follows (the configured
+ * rate when the back-off is over). */
+static void origin_apply_rate(sl_client_t *c, struct origin *o)
+{
+    double rate = o->aimd.rate > 0 ? o->aimd.rate : c->opts.host_rate_per_s;
+    uint64_t now = sl_loop_now_ns(c->loop);
+
+    sl__bucket_wait_ns(&o->bucket, now); /* accrue at the old rate up to now */
+    o->bucket.rate = rate;
+    if (rate > 0 && o->bucket.tokens > 1)
+        o->bucket.tokens = 1; /* no burst right after an overload */
+}
+
+void sl__pool_overloaded(sl_client_t *c, sl_req_t *req)
+{
+    struct origin *o = req->origin;
+
+    if (o == NULL || !sl__aimd_decrease(&o->aimd, req->aimd_epoch, o->nconns))
+        return;
+    origin_apply_rate(c, o);
+    /* Idle connections beyond the allowance go now; busy ones when they
+     * finish (sl__pool_release). */
+    while (o->nconns > o->aimd.limit && !sl__queue_empty(&o->idle))
+        sl__conn_close(sl__queue_data(o->idle.prev, struct conn, node));
+    if (o->aimd.rate > 0)
+        sl__req_tracef(req, "Backing off %s: at most %u connections, %.2f requests/s", o->key,
+                       o->aimd.limit, o->aimd.rate);
+    else
+        sl__req_tracef(req, "Backing off %s: at most %u connections", o->key, o->aimd.limit);
+}
+
+void sl__pool_succeeded(sl_client_t *c, sl_req_t *req)
+{
+    struct origin *o = req->origin;
+
+    if (o == NULL || !sl__aimd_increase(&o->aimd))
+        return;
+    if (o->aimd.rate > 0 || o->bucket.rate != c->opts.host_rate_per_s)
+        origin_apply_rate(c, o);
+    sl__pool_dispatch(c); /* room for one more */
+}
+
 void sl__pool_release(struct conn *conn)
 {
     sl_client_t *c = conn->client;
+    unsigned cap = origin_cap(c, conn->origin);
 
-    if (c->closing || !conn->reusable) {
+    if (c->closing || !conn->reusable || (cap > 0 && conn->origin->nconns > cap)) {
         sl__conn_close(conn);
         return;
     }

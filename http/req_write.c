@@ -204,6 +204,15 @@ int sl__req_write_head(sl_req_t *req)
         if (h->value != NULL)
             sb_header(&b, h->name, h->value);
     }
+    if (req->resuming) {
+        /* Resuming a download that broke: the rest, only if it is still
+         * the same representation (else the server sends all of it). */
+        int n = snprintf(num, sizeof(num), "bytes=%" PRIu64 "-", req->resume_from);
+        sb_add(&b, "Range: ", 7);
+        sb_add(&b, num, (size_t)n);
+        sb_add(&b, "\r\n", 2);
+        sb_header(&b, "If-Range", req->resume_validator);
+    }
 
     req->expect_wait = false;
     switch (req->body_kind) {

@@ -127,7 +127,9 @@ const char *sl_version(void);
     XX(ETLS_SELF_SIGNED, "TLS: self-signed certificate")                                          \
     XX(ETLS_VERSION, "TLS: no protocol version in common")                                        \
     XX(ETLS_HANDSHAKE, "TLS handshake failed")                                                    \
-    XX(ETLS_CLIENT_CERT, "TLS: client certificate or key unusable")
+    XX(ETLS_CLIENT_CERT, "TLS: client certificate or key unusable")                               \
+    XX(ETIMEDOUT_GROUP, "the transfer group's deadline passed")                                   \
+    XX(ERESUME, "cannot resume: the server's copy changed or ignored the range")
 
 #define SL__ERR_BASE (-30000)
 
@@ -637,6 +639,14 @@ typedef struct sl_client_opts_s {
     double rate_burst;            /* default: 1 */
     double host_rate_per_s;
     double host_rate_burst;       /* default: 1 */
+    /* Adaptive per-host back-off (AIMD): a 429 or 503 answer halves that
+     * origin's connection allowance (from the connections open to it) and,
+     * when a rate limit applies to it, its rate; each window of successes
+     * adds a connection back and a tenth of the rate, up to the configured
+     * limits. One decrease per round: answers to requests sent before the
+     * last decrease do not count. Default off (the CLI turns it on with
+     * --retry). */
+    bool adaptive;
     /* HTTPS. The TLS context is created on the first https request. */
     const char *tls_cafile;       /* trust these CAs INSTEAD of the system store (curl --cacert) */
     const char *tls_capath;       /* a hashed CA directory, likewise (--capath) */
@@ -748,7 +758,15 @@ void sl_req_callbacks(sl_req_t *req, sl_head_cb on_head, sl_data_cb on_data, sl_
  * response is delivered as usual). Only idempotent methods are retried
  * unless `all_methods`; a streamed body is never replayed. The wait is
  * random in [0, min(max_delay, delay * 2^n)] ("full jitter"), or the
- * server's Retry-After (seconds or HTTP-date) capped at max_delay. No retry
+ * server's Retry-After (seconds or HTTP-date) capped at max_delay. A GET
+ * whose response head was already delivered (a download that broke
+ * part-way) is resumed, not restarted: the next attempt asks for the rest
+ * with Range, validated with If-Range against the response's strong ETag or
+ * its Last-Modified, and the body goes on where it stopped (on_head does
+ * not run again; sl_result_t.resumes counts these). Without a validator, or
+ * with decoding on, such a transfer is not retried; if the server's copy
+ * changed (or it ignores the range) the transfer fails with SL_ERESUME.
+ * No retry
  * starts once `max_time_ms` has passed since sl_req_start() (nor would the
  * total timeout allow it). Every retry is counted in sl_result_t.retries.
  */
@@ -801,6 +819,7 @@ typedef struct sl_result_s {
     const char *remote_ip;     /* "" if never connected */
     uint16_t remote_port;
     const char *errmsg;        /* human message naming the cause; "" on success */
+    unsigned resumes;          /* retries that continued the body with Range */
 } sl_result_t;
 
 /* Valid after on_done (partial figures before). Owned by the request. */
@@ -825,6 +844,83 @@ int sl_resp_header_at(const sl_resp_t *r, size_t i, const char **name, const cha
 const char *sl_resp_header(const sl_resp_t *r, const char *name);
 /* Content-Length of the response, or -1. */
 int64_t sl_resp_content_length(const sl_resp_t *r);
+
+/*
+ * Groups: a set of transfers, and of other groups, that ends as one -- the
+ * gather() and TaskGroup of sluice.
+ *
+ * A group owns what is added to it (sl_group_free() frees its requests and
+ * nested groups). sl_group_start() starts every member that is not running
+ * yet; members added later start when added. The group ends once every
+ * member has ended (and it is not held open with sl_group_hold()); then its
+ * done callback runs, after the members' own done callbacks, with
+ *   SL_GROUP_COLLECT:   0 if every member succeeded, else the first
+ *                       failure's code; nothing is cancelled, every result
+ *                       is in its member (gather(..., return_exceptions=True));
+ *   SL_GROUP_FAIL_FAST: the first failure cancels every other member (they
+ *                       end with SL_ECANCELED) and the group reports that
+ *                       failure (asyncio.TaskGroup).
+ * A member request fails when it ends with an error; a nested group when it
+ * ends with one. sl_group_cancel() (SL_ECANCELED) and the deadline
+ * (SL_ETIMEDOUT_GROUP) stop every member in either mode, nested groups too.
+ * Retries happen inside a member: only its final outcome counts.
+ * Loop thread only; every call is safe inside any callback.
+ */
+typedef struct sl_group_s sl_group_t;
+typedef enum { SL_GROUP_COLLECT = 0, SL_GROUP_FAIL_FAST = 1 } sl_group_mode_t;
+/* `err` is sl_group_error(). The group stays valid until sl_group_free(). */
+typedef void (*sl_group_cb)(sl_group_t *g, int err);
+
+/* Returns 0, SL_EINVAL (unknown mode) or SL_ENOMEM. */
+int sl_group_new(sl_loop_t *loop, sl_group_mode_t mode, sl_group_t **out);
+/* Free the group, its requests and nested groups; running ones are cancelled
+ * and no done callback runs for them or the group. If the group is itself a
+ * member, it leaves its parent (counting there as cancelled if it had not
+ * ended). Safe in callbacks. */
+void sl_group_free(sl_group_t *g);
+void sl_group_set_data(sl_group_t *g, void *data);
+void *sl_group_data(const sl_group_t *g);
+
+/* Add a request (new or running; not ended) or a group. The group takes
+ * ownership. Returns 0, SL_EINVAL (ended group, member of another group, a
+ * cycle, an ended request), SL_ECANCELED (the group is being cancelled:
+ * not added), SL_ENOMEM. A request freed with sl_req_free() leaves the
+ * group, counting as cancelled if it had not ended. */
+int sl_group_add(sl_group_t *g, sl_req_t *req);
+int sl_group_add_group(sl_group_t *parent, sl_group_t *child);
+
+/* Bound the whole group: `ms` after sl_group_start() every member still
+ * running is stopped with SL_ETIMEDOUT_GROUP. 0 = none. */
+void sl_group_deadline(sl_group_t *g, uint64_t ms);
+/* Start the group (a nested group starts with its parent: set its callback
+ * with sl_group_on_done()). An empty group ends at once (successfully).
+ * Returns 0 or SL_EINVAL (already started). */
+int sl_group_start(sl_group_t *g, sl_group_cb on_done);
+int sl_group_on_done(sl_group_t *g, sl_group_cb on_done);
+/* While held, the group does not end even when no member is running: for
+ * members added over time (a producer). Release with `false`. */
+void sl_group_hold(sl_group_t *g, bool hold);
+/* Cancel every member; the group ends with SL_ECANCELED (unless it had
+ * already failed). */
+void sl_group_cancel(sl_group_t *g);
+/* Record a failure found outside the transfers (say, a file write): the
+ * group will report `err` (< 0) unless it failed before; in fail-fast mode
+ * the members are cancelled. */
+void sl_group_fail(sl_group_t *g, int err, const char *why);
+
+/* The first failure (0 if none yet), and a message naming it. */
+int sl_group_error(const sl_group_t *g);
+const char *sl_group_errdetail(const sl_group_t *g);
+bool sl_group_done(const sl_group_t *g);
+/* Members in the order added. A slot holds a request or a group (or
+ * neither, once that member was freed on its own). */
+size_t sl_group_size(const sl_group_t *g);
+sl_req_t *sl_group_req(const sl_group_t *g, size_t i);
+sl_group_t *sl_group_child(const sl_group_t *g, size_t i);
+/* Index of the member whose failure decided the group, or -1. */
+long sl_group_cause(const sl_group_t *g);
+/* Members still running, ended successfully, ended with an error. */
+void sl_group_counts(const sl_group_t *g, size_t *running, size_t *ok, size_t *failed);
 
 #ifdef __cplusplus
 }

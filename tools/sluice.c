@@ -69,7 +69,9 @@
  *   23  writing the output failed (file or stdout), or -O found no file name
  *   26  reading a local file failed (-T, -d @file, -i, -w @file, ...)
  *   27  SL_ENOMEM
- *   28  every SL_ETIMEDOUT_* (queue, connect, TLS, first byte, read, total)
+ *   28  every SL_ETIMEDOUT_* (queue, connect, TLS, first byte, read, total, group)
+ *   33  SL_ERESUME: a resumed download found the server's copy changed or the
+ *       range ignored (curl's "range error")
  *   35  SL_ETLS, SL_ETLS_HANDSHAKE, SL_ETLS_VERSION: TLS handshake failed
  *   42  SL_ECANCELED: aborted
  *   43  SL_EBAD_HEADER, SL_EINVAL: the library refused an argument
@@ -98,6 +100,7 @@ enum {
     X_READ = 26,
     X_NOMEM = 27,
     X_TIMEOUT = 28,
+    X_RANGE = 33,
     X_TLS = 35,
     X_TLS_CERT = 58,
     X_TLS_VERIFY = 60,
@@ -157,7 +160,10 @@ static int exit_for(int err)
     case SL_ETIMEDOUT_FIRSTBYTE:
     case SL_ETIMEDOUT_READ:
     case SL_ETIMEDOUT_TOTAL:
+    case SL_ETIMEDOUT_GROUP:
         return X_TIMEOUT;
+    case SL_ERESUME:
+        return X_RANGE;
     case SL_ETLS:
     case SL_ETLS_HANDSHAKE:
     case SL_ETLS_VERSION:
@@ -346,6 +352,7 @@ struct options {
     double rate, burst;     /* --rate N/s, --burst B */
     double host_rate;       /* --rate-per-host N/s */
     bool fail_early;
+    bool no_adaptive;       /* --no-adaptive */
     bool fail;
     bool fail_with_body;
     bool head;
@@ -415,6 +422,7 @@ static struct {
     int fail_code;
     int interrupted; /* the signal that stopped us, or 0 */
     bool stopping;   /* --fail-early: a transfer failed, start nothing more */
+    sl_group_t *group; /* every transfer; fail-fast with --fail-early */
 } app;
 
 static volatile sig_atomic_t got_signal;
@@ -429,12 +437,14 @@ static void record_failure(uint64_t num, int code)
         app.fail_code = code;
     }
     if (app.o.fail_early && !app.stopping) {
-        /* curl's --fail-early: the first failure ends the run; the others
-         * are cancelled (their part files removed) and nothing new starts. */
+        /* curl's --fail-early: the first failure ends the run. The group
+         * (fail-fast) cancels the others (their part files are removed) and
+         * nothing new starts. A failure the library saw has done so
+         * already; this covers the CLI's own (--fail-with-body, output). */
+        char why[64];
         app.stopping = true;
-        for (struct xfer *x = app.head; x != NULL; x = x->next)
-            if (!x->done && x->req != NULL)
-                sl_req_cancel(x->req);
+        snprintf(why, sizeof(why), "transfer %llu failed", (unsigned long long)num);
+        sl_group_fail(app.group, SL_ECANCELED, why);
     }
 }
 
@@ -1574,7 +1584,7 @@ static int xfer_setup(struct xfer *x)
     sl_req_callbacks(x->req, on_head, on_data, on_done);
     if (app.o.verbose || app.show_headers)
         sl_req_trace(x->req, on_trace);
-    rc = sl_req_start(x->req);
+    rc = sl_group_add(app.group, x->req); /* the group is running: this starts it */
     if (rc < 0)
         return xfer_fail(x, exit_for(rc), rc, "cannot start the transfer: %s", sl_strerror(rc));
     return 0;
@@ -1693,6 +1703,7 @@ enum opt_id {
     OPT_BURST,
     OPT_RATE_PER_HOST,
     OPT_FAIL_EARLY,
+    OPT_NO_ADAPTIVE,
     OPT_INSECURE,
     OPT_CACERT,
     OPT_CAPATH,
@@ -1758,6 +1769,7 @@ static const struct optdef optdefs[] = {
     {"burst", 0, true, OPT_BURST},
     {"rate-per-host", 0, true, OPT_RATE_PER_HOST},
     {"fail-early", 0, false, OPT_FAIL_EARLY},
+    {"no-adaptive", 0, false, OPT_NO_ADAPTIVE},
     {"insecure", 'k', false, OPT_INSECURE},
     {"cacert", 0, true, OPT_CACERT},
     {"capath", 0, true, OPT_CAPATH},
@@ -1844,6 +1856,8 @@ static void usage(FILE *out)
           "      --rate N/s|N/m|N/h   at most N request starts per second/minute/hour\n"
           "      --rate-per-host R    the same, per host; --burst B lets B go at once\n"
           "      --fail-early         the first failure cancels the rest\n"
+          "      --no-adaptive        with --retry: do not slow down for a host that answers\n"
+          "                           429/503 (halving its connections and rate, AIMD)\n"
           "  -k, --insecure           HTTPS without certificate verification\n"
           "      --cacert FILE        trust the CAs in FILE (instead of the system store)\n"
           "      --capath DIR         trust the CAs in hashed directory DIR\n"
@@ -2305,6 +2319,9 @@ static int opt_apply(const struct optdef *d, const char *opt, const char *val, c
     case OPT_FAIL_EARLY:
         o->fail_early = true;
         return 0;
+    case OPT_NO_ADAPTIVE:
+        o->no_adaptive = true;
+        return 0;
     case OPT_INSECURE:
         o->tls_insecure = true;
         return 0;
@@ -2512,13 +2529,24 @@ static int run(void)
     copts.rate_burst = o->burst;
     copts.host_rate_per_s = o->host_rate;
     copts.host_rate_burst = o->burst;
+    copts.adaptive = o->retry.max > 0 && !o->no_adaptive;
     rc = sl_client_new(&app.loop, &copts, &app.client);
+    if (rc == 0)
+        rc = sl_group_new(&app.loop, o->fail_early ? SL_GROUP_FAIL_FAST : SL_GROUP_COLLECT,
+                          &app.group);
+    if (rc == 0) {
+        /* Held open: transfers join as slots free up; the run ends with
+         * the loop, not with the group. */
+        sl_group_hold(app.group, true);
+        rc = sl_group_start(app.group, NULL);
+    }
     if (rc == 0)
         rc = sl_async_init(&app.loop, &app.sig_async, on_signal_async);
     if (rc < 0) {
         fprintf(stderr, "sluice: cannot start the HTTP client: %s\n", sl_strerror(rc));
         if (app.client != NULL)
             sl_client_free(app.client);
+        sl_group_free(app.group);
         sl_loop_run(&app.loop);
         sl_loop_close(&app.loop);
         return X_USAGE;
@@ -2539,6 +2567,7 @@ static int run(void)
         out_abort(x);
         xfer_free(x);
     }
+    sl_group_free(app.group); /* empty by now: each request left it when freed */
     sl_client_free(app.client);
     sl_async_close(&app.sig_async, NULL);
     sl_loop_run(&app.loop);

@@ -199,6 +199,7 @@ struct xfer {
     int (*head_hook)(struct xfer *x, const sl_resp_t *resp);
     void (*done_hook)(struct xfer *x);
     void *hook_arg;
+    unsigned hook_arg_n;
     uint64_t up_total, up_off; /* streamed upload: pattern bytes to produce, produced */
     size_t up_piece;           /* at most this many per producer call */
     unsigned up_calls;
@@ -222,6 +223,9 @@ struct xfer {
     unsigned heads_in;        /* SL_TRACE_HEAD_IN seen */
     int head_in_status[8];
     char head_out[4096]; /* the last SL_TRACE_HEAD_OUT, NUL-terminated */
+    char info[4096];     /* SL_TRACE_INFO lines, each ending in '\n' (truncated) */
+    size_t info_len;
+    unsigned infos;      /* SL_TRACE_INFO lines seen */
 };
 
 static int on_head(sl_req_t *req, const sl_resp_t *resp)
@@ -290,6 +294,14 @@ static void on_trace(sl_req_t *req, sl_trace_kind_t kind, const char *data, size
         size_t n = len < sizeof(x->head_out) - 1 ? len : sizeof(x->head_out) - 1;
         memcpy(x->head_out, data, n);
         x->head_out[n] = '\0';
+    } else if (kind == SL_TRACE_INFO) {
+        x->infos++;
+        if (x->info_len + len + 2 < sizeof(x->info)) {
+            memcpy(x->info + x->info_len, data, len);
+            x->info_len += len;
+            x->info[x->info_len++] = '\n';
+            x->info[x->info_len] = '\0';
+        }
     } else if (kind == SL_TRACE_HEAD_IN) {
         int st = 0;
         if (len > 12 && memcmp(data, "HTTP/", 5) == 0)
@@ -2658,8 +2670,9 @@ START_TEST(retry_connection_errors)
     x = retry_fetch(&t, "GET", "/reset-once?key=c1", &r);
     assert_ok(x, 200);
     ck_assert_uint_eq(x->res.retries, 1);
-    /* A truncated body is retried, but not once body bytes reached the
-     * user (resuming is not done yet): the error stands. */
+    /* A truncated body without a validator (no ETag, no Last-Modified)
+     * cannot be resumed, and its head already reached the user: the error
+     * stands. */
     x = retry_fetch(&t, "GET", "/wrong-cl?cl=100&send=50", &r);
     ck_assert_int_eq(x->err, SL_ETRUNCATED);
     ck_assert_uint_eq(x->res.retries, 0);
@@ -2735,6 +2748,551 @@ START_TEST(rate_limit_per_host)
     ck_assert_msg(ms >= 855 && ms <= 1100, "10 + 10 requests at 10/s per host took %llu ms",
                   (unsigned long long)ms);
     ctx_finish(&t);
+}
+END_TEST
+
+
+/* ---- groups ------------------------------------------------------------------------------ */
+
+struct gstate {
+    int dones;
+    int err;
+    unsigned order;   /* g_done_seq when the group's callback ran */
+    bool inside_api;
+    bool free_in_cb;  /* sl_group_free() from inside the callback */
+};
+
+static void on_group_done(sl_group_t *g, int err)
+{
+    struct gstate *st = sl_group_data(g);
+    st->dones++;
+    st->err = err;
+    st->order = ++g_done_seq;
+    if (g_in_api > 0)
+        st->inside_api = true;
+    ck_assert_int_eq(err, sl_group_error(g));
+    ck_assert(sl_group_done(g));
+    if (st->free_in_cb)
+        sl_group_free(g);
+}
+
+static bool gstate_done(void *arg)
+{
+    return ((struct gstate *)arg)->dones > 0;
+}
+
+static void free_own_req(struct xfer *x)
+{
+    sl_req_free(x->req);
+    x->req = NULL;
+}
+
+static sl_group_t *group_new(struct ctx *t, sl_group_mode_t mode, struct gstate *st)
+{
+    sl_group_t *g = NULL;
+    memset(st, 0, sizeof(*st));
+    ck_assert_int_eq(sl_group_new(&t->loop, mode, &g), 0);
+    sl_group_set_data(g, st);
+    return g;
+}
+
+/* The request of `x` now belongs to `g`: the test must not free it itself. */
+static void group_take(sl_group_t *g, struct xfer *x)
+{
+    ck_assert_int_eq(sl_group_add(g, x->req), 0);
+}
+
+static void group_start_wait(struct ctx *t, sl_group_t *g, struct gstate *st, uint64_t ms)
+{
+    g_in_api++;
+    ck_assert_int_eq(sl_group_start(g, on_group_done), 0);
+    g_in_api--;
+    ck_assert_int_eq(st->dones, 0);
+    ck_assert_msg(run_until(t, gstate_done, st, ms), "the group did not end in %llu ms",
+                  (unsigned long long)ms);
+    ck_assert_int_eq(st->dones, 1);
+    ck_assert(!st->inside_api);
+}
+
+/* The group freed the requests of its xfers: forget them so ctx_finish() does not. */
+static void group_release(sl_group_t *g, struct xfer **xs, size_t n)
+{
+    sl_group_free(g);
+    for (size_t i = 0; i < n; i++)
+        xs[i]->req = NULL;
+}
+
+START_TEST(group_collect_all)
+{
+    struct ctx t;
+    struct xfer *xs[5];
+    struct gstate st;
+    size_t running, ok, failed;
+
+    ctx_init(&t, NULL, "127.0.0.1");
+    sl_group_t *g = group_new(&t, SL_GROUP_COLLECT, &st);
+    xs[0] = xfer_new(&t, "GET", "/bytes/1000");
+    xs[1] = xfer_new(&t, "GET", "http://127.0.0.1:1/"); /* refused, at once */
+    xs[2] = xfer_new(&t, "GET", "/delay/300");
+    xs[3] = xfer_new(&t, "GET", "/status/404"); /* an answer: not a failure */
+    xs[4] = xfer_new(&t, "GET", "/bytes/70000");
+    for (int i = 0; i < 5; i++)
+        group_take(g, xs[i]);
+    ck_assert_uint_eq(sl_group_size(g), 5);
+    ck_assert_ptr_eq(sl_group_req(g, 1), xs[1]->req);
+    ck_assert_ptr_null(sl_group_child(g, 1));
+    group_start_wait(&t, g, &st, 10000);
+
+    /* Nothing was cancelled: every member ran to its own end. */
+    assert_ok(xs[0], 200);
+    assert_err(xs[1], SL_ECONNREFUSED);
+    assert_ok(xs[2], 200);
+    assert_ok(xs[3], 404);
+    assert_ok(xs[4], 200);
+    ck_assert_uint_eq(xs[4]->nbytes, 70000);
+    /* The first failure is the group's; its callback came after every member's. */
+    ck_assert_int_eq(st.err, SL_ECONNREFUSED);
+    ck_assert_int_eq(sl_group_cause(g), 1);
+    ck_assert_ptr_nonnull(strstr(sl_group_errdetail(g), "127.0.0.1:1"));
+    for (int i = 0; i < 5; i++)
+        ck_assert_uint_gt(st.order, xs[i]->order);
+    sl_group_counts(g, &running, &ok, &failed);
+    ck_assert_uint_eq(running, 0);
+    ck_assert_uint_eq(ok, 4);
+    ck_assert_uint_eq(failed, 1);
+    /* Ended: nothing more can join. */
+    struct xfer *late = xfer_new(&t, "GET", "/bytes/1");
+    ck_assert_int_eq(sl_group_add(g, late->req), SL_EINVAL);
+    group_release(g, xs, 5);
+
+    /* All succeed: 0; an empty group ends at once with 0. */
+    g = group_new(&t, SL_GROUP_COLLECT, &st);
+    for (int i = 0; i < 3; i++) {
+        xs[i] = xfer_new(&t, "GET", "/bytes/10");
+        group_take(g, xs[i]);
+    }
+    group_start_wait(&t, g, &st, 10000);
+    ck_assert_int_eq(st.err, 0);
+    ck_assert_int_eq(sl_group_cause(g), -1);
+    group_release(g, xs, 3);
+    g = group_new(&t, SL_GROUP_FAIL_FAST, &st);
+    group_start_wait(&t, g, &st, 1000);
+    ck_assert_int_eq(st.err, 0);
+    sl_group_free(g);
+    ctx_finish(&t);
+}
+END_TEST
+
+START_TEST(group_fail_fast_cancels_siblings)
+{
+    struct ctx t;
+    struct xfer *xs[4];
+    struct gstate st;
+
+    ctx_init(&t, NULL, "127.0.0.1");
+    sl_group_t *g = group_new(&t, SL_GROUP_FAIL_FAST, &st);
+    xs[0] = xfer_new(&t, "GET", "/delay/5000");
+    xs[1] = xfer_new(&t, "GET", "/stall-body");
+    xs[2] = xfer_new(&t, "GET", "/stall-head");
+    xs[3] = xfer_new(&t, "GET", "/delay/5000");
+    /* The failure: a read timeout on the third, after 150 ms of silence. */
+    sl_timeouts_t to = {.read_ms = 150};
+    sl_req_timeouts(xs[2]->req, &to);
+    for (int i = 0; i < 4; i++)
+        group_take(g, xs[i]);
+    uint64_t t0 = mono_ms();
+    group_start_wait(&t, g, &st, 4000);
+    ck_assert_uint_lt(mono_ms() - t0, 2000);
+    assert_fail(xs[2], SL_ETIMEDOUT_READ);
+    ck_assert_int_eq(st.err, SL_ETIMEDOUT_READ);
+    ck_assert_int_eq(sl_group_cause(g), 2);
+    for (int i = 0; i < 4; i++) {
+        if (i == 2)
+            continue;
+        assert_fail(xs[i], SL_ECANCELED);
+        ck_assert_ptr_nonnull(strstr(xs[i]->detail, "group"));
+        ck_assert_uint_gt(st.order, xs[i]->order);
+    }
+    /* A cancelling group takes no new members. */
+    group_release(g, xs, 4);
+
+    /* Retries happen inside a member: only the final outcome counts. */
+    g = group_new(&t, SL_GROUP_FAIL_FAST, &st);
+    sl_retry_t r = {.max = 3, .delay_ms = 10};
+    xs[0] = xfer_new(&t, "GET", "/flaky?key=g1&fail=2");
+    sl_req_retry(xs[0]->req, &r);
+    xs[1] = xfer_new(&t, "GET", "/delay/100");
+    group_take(g, xs[0]);
+    group_take(g, xs[1]);
+    group_start_wait(&t, g, &st, 10000);
+    ck_assert_int_eq(st.err, 0);
+    assert_ok(xs[0], 200);
+    ck_assert_uint_eq(xs[0]->res.retries, 2);
+    assert_ok(xs[1], 200);
+    group_release(g, xs, 2);
+    ctx_finish(&t);
+}
+END_TEST
+
+START_TEST(group_nested_cancel_and_deadline)
+{
+    struct ctx t;
+    struct xfer *xs[6];
+    struct gstate top, child, grandchild;
+
+    ctx_init(&t, NULL, "127.0.0.1");
+
+    /* A failure deep down travels up: the child (collect) ends with it, and
+     * the fail-fast parent cancels the child's sibling. */
+    sl_group_t *g = group_new(&t, SL_GROUP_FAIL_FAST, &top);
+    sl_group_t *c = group_new(&t, SL_GROUP_COLLECT, &child);
+    ck_assert_int_eq(sl_group_on_done(c, on_group_done), 0);
+    xs[0] = xfer_new(&t, "GET", "http://127.0.0.1:1/");
+    xs[1] = xfer_new(&t, "GET", "/delay/200");
+    xs[2] = xfer_new(&t, "GET", "/delay/5000");
+    group_take(c, xs[0]);
+    group_take(c, xs[1]);
+    ck_assert_int_eq(sl_group_add_group(g, c), 0);
+    group_take(g, xs[2]);
+    ck_assert_int_eq(sl_group_add_group(c, g), SL_EINVAL); /* a cycle */
+    ck_assert_int_eq(sl_group_add_group(g, c), SL_EINVAL); /* already a member */
+    ck_assert_int_eq(sl_group_start(c, on_group_done), SL_EINVAL); /* starts with its parent */
+    group_start_wait(&t, g, &top, 4000);
+    /* The collect child waited for its slow member, which was not cancelled
+     * by the refusal next to it; the parent's other member was. */
+    assert_fail(xs[0], SL_ECONNREFUSED);
+    assert_ok(xs[1], 200);
+    assert_fail(xs[2], SL_ECANCELED);
+    ck_assert_int_eq(child.dones, 1);
+    ck_assert_int_eq(child.err, SL_ECONNREFUSED);
+    ck_assert_int_eq(top.err, SL_ECONNREFUSED);
+    ck_assert_uint_lt(child.order, top.order);
+    ck_assert_ptr_eq(sl_group_child(g, 0), c);
+    ck_assert_int_eq(sl_group_cause(g), 0);
+    sl_group_free(g); /* frees the child and every request */
+    for (int i = 0; i < 3; i++)
+        xs[i]->req = NULL;
+
+    /* sl_group_cancel() reaches every level; members end with SL_ECANCELED. */
+    g = group_new(&t, SL_GROUP_COLLECT, &top);
+    c = group_new(&t, SL_GROUP_COLLECT, &child);
+    sl_group_on_done(c, on_group_done);
+    sl_group_t *gc = group_new(&t, SL_GROUP_COLLECT, &grandchild);
+    sl_group_on_done(gc, on_group_done);
+    xs[0] = xfer_new(&t, "GET", "/delay/5000");
+    xs[1] = xfer_new(&t, "GET", "/stall-body");
+    xs[2] = xfer_new(&t, "GET", "/delay/5000");
+    group_take(gc, xs[0]);
+    ck_assert_int_eq(sl_group_add_group(c, gc), 0);
+    group_take(c, xs[1]);
+    ck_assert_int_eq(sl_group_add_group(g, c), 0);
+    group_take(g, xs[2]);
+    ck_assert_int_eq(sl_group_start(g, on_group_done), 0);
+    loop_sleep(&t, 100);
+    ck_assert_int_eq(top.dones, 0);
+    g_in_api++;
+    sl_group_cancel(g);
+    g_in_api--;
+    ck_assert_int_eq(top.dones, 0); /* reported later, never inside the call */
+    ck_assert(run_until(&t, gstate_done, &top, 2000));
+    for (int i = 0; i < 3; i++)
+        assert_err(xs[i], SL_ECANCELED);
+    ck_assert_int_eq(top.err, SL_ECANCELED);
+    ck_assert_int_eq(child.err, SL_ECANCELED);
+    ck_assert_int_eq(grandchild.err, SL_ECANCELED);
+    ck_assert_uint_lt(grandchild.order, child.order);
+    ck_assert_uint_lt(child.order, top.order);
+    group_release(g, xs, 3);
+
+    /* A deadline bounds every member, nested ones too; those that finished
+     * in time keep their success. */
+    g = group_new(&t, SL_GROUP_COLLECT, &top);
+    c = group_new(&t, SL_GROUP_FAIL_FAST, &child);
+    sl_group_on_done(c, on_group_done);
+    xs[0] = xfer_new(&t, "GET", "/bytes/100");
+    xs[1] = xfer_new(&t, "GET", "/delay/5000");
+    xs[2] = xfer_new(&t, "GET", "/stall-body");
+    group_take(g, xs[0]);
+    group_take(c, xs[1]);
+    group_take(c, xs[2]);
+    sl_group_add_group(g, c);
+    sl_group_deadline(g, 300);
+    uint64_t t0 = mono_ms();
+    group_start_wait(&t, g, &top, 3000);
+    uint64_t ms = mono_ms() - t0;
+    ck_assert_msg(ms >= 290 && ms < 1000, "a 300 ms group deadline ended it after %llu ms",
+                  (unsigned long long)ms);
+    assert_ok(xs[0], 200);
+    assert_fail(xs[1], SL_ETIMEDOUT_GROUP);
+    assert_fail(xs[2], SL_ETIMEDOUT_GROUP);
+    ck_assert_int_eq(top.err, SL_ETIMEDOUT_GROUP);
+    ck_assert_int_eq(child.err, SL_ETIMEDOUT_GROUP);
+    group_release(g, xs, 3);
+    ctx_finish(&t);
+}
+END_TEST
+
+START_TEST(group_membership_and_freeing)
+{
+    struct ctx t;
+    struct xfer *xs[4];
+    struct gstate st, st2;
+
+    ctx_init(&t, NULL, "127.0.0.1");
+    /* A member freed on its own leaves the group, counted as cancelled;
+     * members may join a running group; the callback may free the group. */
+    sl_group_t *g = group_new(&t, SL_GROUP_COLLECT, &st);
+    xs[0] = xfer_new(&t, "GET", "/delay/5000");
+    xs[1] = xfer_new(&t, "GET", "/bytes/10");
+    group_take(g, xs[0]);
+    group_take(g, xs[1]);
+    sl_group_hold(g, true);
+    ck_assert_int_eq(sl_group_start(g, on_group_done), 0);
+    loop_sleep(&t, 100);
+    ck_assert_int_eq(st.dones, 0);
+    sl_req_free(xs[0]->req); /* the user's own free: it leaves the group */
+    xs[0]->req = NULL;
+    ck_assert_ptr_null(sl_group_req(g, 0));
+    xs[2] = xfer_new(&t, "GET", "/bytes/20");
+    xs[3] = xfer_new(&t, "GET", "/bytes/30");
+    xfer_start(xs[3]); /* already running when it joins */
+    group_take(g, xs[2]);
+    group_take(g, xs[3]);
+    loop_sleep(&t, 200);
+    ck_assert_int_eq(st.dones, 0); /* held open */
+    st.free_in_cb = true;
+    sl_group_hold(g, false);
+    ck_assert(run_until(&t, gstate_done, &st, 5000));
+    ck_assert_int_eq(st.err, SL_ECANCELED); /* the member freed while running */
+    ck_assert_int_eq(xs[0]->dones, 0);
+    assert_ok(xs[1], 200);
+    assert_ok(xs[2], 200);
+    assert_ok(xs[3], 200);
+    for (int i = 1; i < 4; i++)
+        xs[i]->req = NULL; /* freed with the group, in its callback */
+
+    /* Freeing a running group: no callback for it or its members. */
+    g = group_new(&t, SL_GROUP_FAIL_FAST, &st);
+    sl_group_t *c = group_new(&t, SL_GROUP_COLLECT, &st2);
+    xs[0] = xfer_new(&t, "GET", "/delay/5000");
+    xs[1] = xfer_new(&t, "GET", "/delay/5000");
+    group_take(g, xs[0]);
+    group_take(c, xs[1]);
+    sl_group_add_group(g, c);
+    ck_assert_int_eq(sl_group_start(g, on_group_done), 0);
+    loop_sleep(&t, 100);
+    group_release(g, xs, 2);
+    loop_sleep(&t, 100);
+    ck_assert_int_eq(xs[0]->dones, 0);
+    ck_assert_int_eq(xs[1]->dones, 0);
+    ck_assert_int_eq(st.dones, 0);
+    ck_assert_int_eq(st2.dones, 0);
+
+    /* A member's own callback may free the member: the group still counts
+     * it with its real outcome. */
+    g = group_new(&t, SL_GROUP_COLLECT, &st);
+    xs[0] = xfer_new(&t, "GET", "/bytes/10");
+    xs[0]->done_hook = free_own_req;
+    group_take(g, xs[0]);
+    group_start_wait(&t, g, &st, 5000);
+    ck_assert_int_eq(st.err, 0);
+    size_t ok = 0;
+    sl_group_counts(g, NULL, &ok, NULL);
+    ck_assert_uint_eq(ok, 1);
+    sl_group_free(g);
+    ctx_finish(&t);
+}
+END_TEST
+
+/* ---- retries on the loop's clock ------------------------------------------------------- */
+
+struct fakeclock {
+    uint64_t ns;
+};
+
+static uint64_t fake_now(void *arg)
+{
+    return ((struct fakeclock *)arg)->ns;
+}
+
+struct needle {
+    struct xfer *x;
+    char text[64];
+};
+
+static bool info_has(void *arg)
+{
+    struct needle *n = arg;
+    return n->x->dones > 0 || strstr(n->x->info, n->text) != NULL;
+}
+
+/* The backoff runs on the loop's clock: with a fake one, every wait is
+ * exactly what the trace announced, never shorter, and within the
+ * full-jitter bound of its attempt. */
+START_TEST(retry_backoff_sequence_on_fake_clock)
+{
+    struct ctx t;
+    struct fakeclock fc;
+    struct needle n;
+    sl_retry_t r = {.max = 5, .delay_ms = 100, .max_delay_ms = 300};
+    const uint64_t bound[5] = {100, 200, 300, 300, 300};
+    uint64_t total = 0;
+
+    ctx_init(&t, NULL, "127.0.0.1");
+    sl_loop_update_time(&t.loop);
+    fc.ns = sl_loop_now_ns(&t.loop) + 1000000;
+    sl_loop_set_clock(&t.loop, fake_now, &fc);
+    struct xfer *x = xfer_new(&t, "GET", "http://127.0.0.1:1/"); /* refused at once */
+    sl_req_retry(x->req, &r);
+    xfer_start(x);
+    n.x = x;
+    for (unsigned k = 1; k <= 5; k++) {
+        unsigned long long wait = 0;
+        snprintf(n.text, sizeof(n.text), "Retry %u of 5 in ", k);
+        ck_assert_msg(run_until(&t, info_has, &n, 3000), "no '%s' line", n.text);
+        ck_assert_int_eq(x->dones, 0);
+        ck_assert_int_eq(sscanf(strstr(x->info, n.text) + strlen(n.text), "%llu", &wait), 1);
+        ck_assert_msg(wait <= bound[k - 1], "retry %u waits %llu ms, bound %llu", k, wait,
+                      (unsigned long long)bound[k - 1]);
+        total += wait;
+        if (wait > 0) {
+            /* One millisecond short: nothing happens, however long we wait. */
+            char next[64];
+            snprintf(next, sizeof(next), "Retry %u of 5 in ", k + 1);
+            fc.ns += (wait - 1) * 1000000;
+            for (int i = 0; i < 20; i++)
+                sl_loop_run_once(&t.loop, 5);
+            ck_assert_msg(strstr(x->info, next) == NULL && x->dones == 0,
+                          "attempt %u started before its %llu ms wait", k + 1, wait);
+            fc.ns += 1000000;
+        }
+    }
+    /* The fifth wait elapses; the sixth attempt fails and is the last. */
+    wait_one(x, 3000);
+    assert_fail(x, SL_ECONNREFUSED);
+    ck_assert_uint_eq(x->res.retries, 5);
+    /* The whole transfer took exactly the waits on the loop's clock. */
+    ck_assert_uint_ge(x->res.time_total_us / 1000, total);
+    ck_assert_uint_le(x->res.time_total_us / 1000, total + 5);
+    sl_loop_set_clock(&t.loop, NULL, NULL);
+    ctx_finish(&t);
+}
+END_TEST
+
+/* ---- resuming broken downloads ------------------------------------------------------- */
+
+START_TEST(resume_after_reset_mid_body)
+{
+    struct ctx t;
+    struct xfer *x;
+    sl_retry_t r = {.max = 3, .delay_ms = 10, .max_delay_ms = 50};
+
+    ctx_init(&t, NULL, "127.0.0.1");
+    /* 4 MiB, cut after 1 MiB: the second attempt asks for the rest, and the
+     * body the user sees is the whole pattern, every byte once, in order. */
+    x = xfer_new(&t, "GET", "/bytes/4194304?reset-at=1048576&key=r1");
+    x->check_pattern = true;
+    sl_req_retry(x->req, &r);
+    run_one(x, 20000);
+    assert_ok(x, 200);
+    assert_pattern_body(x, 4194304);
+    ck_assert_uint_eq(x->res.retries, 1);
+    ck_assert_uint_eq(x->res.resumes, 1);
+    ck_assert_int_eq(x->heads, 1);
+    ck_assert_ptr_nonnull(strstr(x->head_out, "Range: bytes=1048576-\r\n"));
+    ck_assert_ptr_nonnull(strstr(x->head_out, "If-Range: \"b-4194304\"\r\n"));
+
+    /* Cut twice (two keys' worth of cuts through times=2), chunked framing. */
+    x = xfer_new(&t, "GET", "/bytes/3000000?reset-at=1000000&key=r2&times=2&chunked=1");
+    x->check_pattern = true;
+    sl_req_retry(x->req, &r);
+    run_one(x, 20000);
+    assert_ok(x, 200);
+    assert_pattern_body(x, 3000000);
+    ck_assert_uint_ge(x->res.resumes, 1);
+
+    /* The server's copy changed (If-Range does not match: 200 again): the
+     * transfer fails with SL_ERESUME, not a spliced file. */
+    x = xfer_new(&t, "GET", "/bytes/2000000?reset-at=500000&key=r3&etag-change=1");
+    x->check_pattern = true;
+    sl_req_retry(x->req, &r);
+    run_one(x, 20000);
+    assert_fail(x, SL_ERESUME);
+    ck_assert_uint_eq(x->nbytes, 500000);
+    ck_assert_ptr_nonnull(strstr(x->detail, "500000"));
+
+    /* Without retries, a cut is a cut. */
+    x = xfer_new(&t, "GET", "/bytes/2000000?reset-at=500000&key=r4");
+    run_one(x, 20000);
+    ck_assert_msg(x->err == SL_ECONNRESET || x->err == SL_ETRUNCATED, "ended with %s",
+                  sl_err_name(x->err));
+    ck_assert_uint_eq(x->nbytes, 500000);
+    ck_assert_uint_eq(x->res.resumes, 0);
+    ctx_finish(&t);
+}
+END_TEST
+
+/* ---- adaptive back-off ----------------------------------------------------------------- */
+
+static void overload_stats(struct ctx *t, unsigned *peak, unsigned *rejected, unsigned *served)
+{
+    struct xfer *x = fetch_text(t, "GET", "/overload/stats", 256);
+    assert_ok(x, 200);
+    ck_assert_msg(sscanf((char *)x->body, "peak=%u rejected=%u served=%u", peak, rejected,
+                         served) == 3,
+                  "bad stats: %s", (char *)x->body);
+}
+
+/* 60 requests, 16 connections allowed, a server that takes 4 at a time and
+ * sends 503 to the rest. With back-off the client finds the server's pace
+ * and gets far fewer refusals than without. */
+static unsigned overload_run(bool adaptive, unsigned *peak_out, bool *saw_backoff)
+{
+    struct ctx t;
+    struct xfer *xs[60];
+    sl_client_opts_t o;
+    sl_retry_t r = {.max = 60, .delay_ms = 20, .max_delay_ms = 200};
+    unsigned peak, rejected, served;
+
+    sl_client_opts_init(&o);
+    o.max_connections_per_host = 16;
+    o.adaptive = adaptive;
+    ctx_init(&t, &o, "127.0.0.1");
+    for (int i = 0; i < 60; i++) {
+        xs[i] = xfer_new(&t, "GET", "/overload?max=4&delay=60");
+        sl_req_retry(xs[i]->req, &r);
+    }
+    for (int i = 0; i < 60; i++)
+        xfer_start(xs[i]);
+    wait_all(&t, xs, 60, 30000);
+    *saw_backoff = false;
+    for (int i = 0; i < 60; i++) {
+        assert_ok(xs[i], 200);
+        if (strstr(xs[i]->info, "Backing off") != NULL)
+            *saw_backoff = true;
+    }
+    overload_stats(&t, &peak, &rejected, &served);
+    ck_assert_uint_eq(served, 60);
+    ck_assert_uint_le(peak, 4);
+    *peak_out = peak;
+    ctx_finish(&t);
+    return rejected;
+}
+
+START_TEST(adaptive_backoff_on_503)
+{
+    unsigned peak_plain, peak_adaptive;
+    bool backoff_plain, backoff_adaptive;
+    unsigned plain = overload_run(false, &peak_plain, &backoff_plain);
+    unsigned adaptive = overload_run(true, &peak_adaptive, &backoff_adaptive);
+
+    ck_assert(!backoff_plain);
+    ck_assert(backoff_adaptive);
+    ck_assert_msg(adaptive * 2 < plain,
+                  "503s with back-off: %u, without: %u (expected under half)", adaptive, plain);
+    /* Both still used the server's full capacity at some point. */
+    ck_assert_uint_eq(peak_plain, 4);
+    ck_assert_uint_eq(peak_adaptive, 4);
 }
 END_TEST
 
@@ -2824,6 +3382,17 @@ static Suite *client_suite(void)
     tcase_add_test(tc, retry_connection_errors);
     tcase_add_test(tc, rate_limit_global_burst_and_rate);
     tcase_add_test(tc, rate_limit_per_host);
+    tcase_add_test(tc, retry_backoff_sequence_on_fake_clock);
+    tcase_add_test(tc, resume_after_reset_mid_body);
+    tcase_add_test(tc, adaptive_backoff_on_503);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("groups");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, group_collect_all);
+    tcase_add_test(tc, group_fail_fast_cancels_siblings);
+    tcase_add_test(tc, group_nested_cancel_and_deadline);
+    tcase_add_test(tc, group_membership_and_freeing);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("nginx");
