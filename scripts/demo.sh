@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what is missing, build, and show the main job: many URLs fetched
 # concurrently from a local server by the sluice CLI, failures reported
-# precisely, a large download streamed to disk; then a quick run of the
-# timer benchmark. Everything runs on 127.0.0.1 and is cleaned up on exit.
+# precisely, a large download streamed to disk; then quick runs of the
+# timer benchmark and of bench-seed (sequential vs thread pool vs async). Everything runs on 127.0.0.1 and is cleaned up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,3 +79,8 @@ ls -l "$work/big.bin" | awk '{print "   " $5 " bytes on disk"}'
 echo
 echo "== tools/bench-timers --quick"
 ./build/tools/bench-timers --quick | tail -20
+
+echo
+echo "== tools/bench-seed --quick: sequential vs thread pool vs async (100 x 50 ms, 10000 x 50 ms)"
+./build/tools/bench-seed --quick | grep -v '^bench=seed'
+
