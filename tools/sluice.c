@@ -353,6 +353,7 @@ struct options {
     double host_rate;       /* --rate-per-host N/s */
     bool fail_early;
     bool no_adaptive;       /* --no-adaptive */
+    bool resume;            /* -C - / --continue: go on from a kept part file */
     bool fail;
     bool fail_with_body;
     bool head;
@@ -381,6 +382,9 @@ struct xfer {
     char *buf;
     size_t len, cap;
     FILE *spill;
+    uint64_t resume_from; /* -C -: bytes already in the part file, asked for the rest */
+    bool append;          /* the part file is continued, not rewritten */
+    bool complete;        /* -C -: the server says the part file is the whole thing (416) */
     /* -T */
     int up_fd;
     bool up_own_fd;
@@ -687,7 +691,7 @@ static int out_open(struct xfer *x)
         return xfer_fail(x, X_NOMEM, SL_ENOMEM, "out of memory");
     memcpy(x->part, x->path, n);
     memcpy(x->part + n, PART_SUFFIX, sizeof(PART_SUFFIX));
-    x->fd = open(x->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    x->fd = open(x->part, O_WRONLY | O_CREAT | O_CLOEXEC | (x->append ? O_APPEND : O_TRUNC), 0666);
     if (x->fd < 0) {
         int e = errno;
         free(x->part);
@@ -741,10 +745,68 @@ static void out_abort(struct xfer *x)
         close(x->fd);
     x->fd = -1;
     if (x->part != NULL) {
-        unlink(x->part);
+        /* With -C - the bytes received are kept for the next run (still
+         * never under the final name). */
+        if (!app.o.resume)
+            unlink(x->part);
+        else if (!app.o.silent || app.o.show_error)
+            fprintf(stderr, "sluice: partial data kept in '%s': run again with -C - to resume\n",
+                    x->part);
         free(x->part);
         x->part = NULL;
     }
+}
+
+/* -C -: a part file left by an earlier run is continued: ask for the rest. */
+static int resume_prepare(struct xfer *x)
+{
+    struct stat st;
+    char *part, range[48];
+    size_t n = strlen(x->path);
+
+    if (!app.o.resume || app.head_only)
+        return 0;
+    part = malloc(n + sizeof(PART_SUFFIX));
+    if (part == NULL)
+        return xfer_fail(x, X_NOMEM, SL_ENOMEM, "out of memory");
+    memcpy(part, x->path, n);
+    memcpy(part + n, PART_SUFFIX, sizeof(PART_SUFFIX));
+    if (stat(part, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        x->resume_from = (uint64_t)st.st_size;
+        snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", x->resume_from);
+        if (sl_req_header(x->req, "Range", range) < 0) {
+            free(part);
+            return xfer_fail(x, X_NOMEM, SL_ENOMEM, "out of memory");
+        }
+    }
+    free(part);
+    return 0;
+}
+
+/* -C -: the answer to a range request decides what happens to the part file. */
+static int resume_head(struct xfer *x, const sl_resp_t *resp, int status)
+{
+    const char *cr = sl_resp_header(resp, "Content-Range");
+    unsigned long long first = 0, total = 0;
+
+    if (status == 206 && cr != NULL && sscanf(cr, "bytes %llu-", &first) == 1 &&
+        first == x->resume_from) {
+        x->append = true;
+        return 0;
+    }
+    if (status == 416 && cr != NULL && sscanf(cr, "bytes */%llu", &total) == 1 &&
+        total == x->resume_from) {
+        x->append = true;
+        x->complete = true; /* nothing is missing: its error page is not data */
+        return 0;
+    }
+    if (status >= 300 && status != 416)
+        return 0; /* an error or a redirect: handled as usual, the part file kept */
+    xfer_fail(x, X_RANGE, SL_ERESUME,
+              "cannot resume at byte %" PRIu64 ": the server answered %d%s%s", x->resume_from,
+              status, cr != NULL ? " with Content-Range " : " (ignoring the range)",
+              cr != NULL ? cr : "");
+    return SL_ERESUME;
 }
 
 /* Response bytes (head or body) for the transfer's output. */
@@ -1202,6 +1264,11 @@ static int on_head(sl_req_t *req, const sl_resp_t *resp)
 
     if (x->err != 0)
         return x->err;
+    if (x->resume_from > 0 && x->path != NULL) {
+        int rc = resume_head(x, resp, status);
+        if (rc < 0 || x->complete)
+            return rc;
+    }
     /* curl -L --max-redirs 0 fails on a redirect; the library's 0 means
      * "do not follow", so the CLI applies that rule itself. */
     if (app.o.location && app.o.max_redirs == 0 &&
@@ -1221,7 +1288,7 @@ static int on_data(sl_req_t *req, const void *data, size_t len)
 {
     struct xfer *x = sl_req_data(req);
 
-    if (app.head_only)
+    if (app.head_only || x->complete)
         return x->err != 0 ? x->err : 0;
     return emit(x, data, len) < 0 ? x->err : 0;
 }
@@ -1556,6 +1623,8 @@ static int xfer_setup(struct xfer *x)
     for (size_t i = 0; i < app.o.nheaders; i++)
         if (req_add_header(x, app.o.headers[i].name, app.o.headers[i].value) < 0)
             return -1;
+    if (x->path != NULL && resume_prepare(x) < 0)
+        return -1;
     if (app.o.user_agent != NULL && !user_header("User-Agent") &&
         req_add_header(x, "User-Agent", *app.o.user_agent ? app.o.user_agent : NULL) < 0)
         return -1;
@@ -1704,6 +1773,8 @@ enum opt_id {
     OPT_RATE_PER_HOST,
     OPT_FAIL_EARLY,
     OPT_NO_ADAPTIVE,
+    OPT_CONTINUE_AT,
+    OPT_CONTINUE,
     OPT_INSECURE,
     OPT_CACERT,
     OPT_CAPATH,
@@ -1770,6 +1841,8 @@ static const struct optdef optdefs[] = {
     {"rate-per-host", 0, true, OPT_RATE_PER_HOST},
     {"fail-early", 0, false, OPT_FAIL_EARLY},
     {"no-adaptive", 0, false, OPT_NO_ADAPTIVE},
+    {"continue-at", 'C', true, OPT_CONTINUE_AT},
+    {"continue", 0, false, OPT_CONTINUE}, /* wget's -c, long form only (curl's -c differs) */
     {"insecure", 'k', false, OPT_INSECURE},
     {"cacert", 0, true, OPT_CACERT},
     {"capath", 0, true, OPT_CAPATH},
@@ -1808,6 +1881,8 @@ static void usage(FILE *out)
           "  -O, --remote-name        the same, named after the URL's last path segment\n"
           "      --output-dir DIR     put -o/-O files (relative names) in DIR\n"
           "      --include            write the response head(s) before the body\n"
+          "  -C, --continue-at -      keep the part file of a failed download, and continue\n"
+          "                           a kept one with Range (also wget's --continue)\n"
           "  -I, --head               HEAD request; write the response head(s)\n"
           "\n"
           "Request:\n"
@@ -2321,6 +2396,16 @@ static int opt_apply(const struct optdef *d, const char *opt, const char *val, c
         return 0;
     case OPT_NO_ADAPTIVE:
         o->no_adaptive = true;
+        return 0;
+    case OPT_CONTINUE_AT:
+        if (strcmp(val, "-") != 0)
+            return usage_error("option %s: only '-' is supported (continue from the part file a "
+                               "failed -C - run kept), got '%s'",
+                               opt, val);
+        o->resume = true;
+        return 0;
+    case OPT_CONTINUE:
+        o->resume = true;
         return 0;
     case OPT_INSECURE:
         o->tls_insecure = true;
