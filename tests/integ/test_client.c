@@ -3181,6 +3181,15 @@ END_TEST
 
 /* ---- resuming broken downloads ------------------------------------------------------- */
 
+static struct xfer *pattern_fetch_retry(struct ctx *t, const char *target, const sl_retry_t *r)
+{
+    struct xfer *x = xfer_new(t, "GET", target);
+    x->check_pattern = true;
+    sl_req_retry(x->req, r);
+    run_one(x, 20000);
+    return x;
+}
+
 START_TEST(resume_after_reset_mid_body)
 {
     struct ctx t;
@@ -3190,10 +3199,7 @@ START_TEST(resume_after_reset_mid_body)
     ctx_init(&t, NULL, "127.0.0.1");
     /* 4 MiB, cut after 1 MiB: the second attempt asks for the rest, and the
      * body the user sees is the whole pattern, every byte once, in order. */
-    x = xfer_new(&t, "GET", "/bytes/4194304?reset-at=1048576&key=r1");
-    x->check_pattern = true;
-    sl_req_retry(x->req, &r);
-    run_one(x, 20000);
+    x = pattern_fetch_retry(&t, "/bytes/4194304?reset-at=1048576&key=r1", &r);
     assert_ok(x, 200);
     assert_pattern_body(x, 4194304);
     ck_assert_uint_eq(x->res.retries, 1);
@@ -3203,20 +3209,14 @@ START_TEST(resume_after_reset_mid_body)
     ck_assert_ptr_nonnull(strstr(x->head_out, "If-Range: \"b-4194304\"\r\n"));
 
     /* Cut twice (two keys' worth of cuts through times=2), chunked framing. */
-    x = xfer_new(&t, "GET", "/bytes/3000000?reset-at=1000000&key=r2&times=2&chunked=1");
-    x->check_pattern = true;
-    sl_req_retry(x->req, &r);
-    run_one(x, 20000);
+    x = pattern_fetch_retry(&t, "/bytes/3000000?reset-at=1000000&key=r2&times=2&chunked=1", &r);
     assert_ok(x, 200);
     assert_pattern_body(x, 3000000);
     ck_assert_uint_ge(x->res.resumes, 1);
 
     /* The server's copy changed (If-Range does not match: 200 again): the
      * transfer fails with SL_ERESUME, not a spliced file. */
-    x = xfer_new(&t, "GET", "/bytes/2000000?reset-at=500000&key=r3&etag-change=1");
-    x->check_pattern = true;
-    sl_req_retry(x->req, &r);
-    run_one(x, 20000);
+    x = pattern_fetch_retry(&t, "/bytes/2000000?reset-at=500000&key=r3&etag-change=1", &r);
     assert_fail(x, SL_ERESUME);
     ck_assert_uint_eq(x->nbytes, 500000);
     ck_assert_ptr_nonnull(strstr(x->detail, "500000"));
