@@ -868,6 +868,8 @@ void sl__req_conn_ready(sl_req_t *req)
     if (conn->requests > 0) {
         /* Reused: nothing was resolved or connected for this hop. */
         req->result.time_dns_us = req->result.time_connect_us = req_elapsed_us(req);
+        if (conn->tls != NULL)
+            req->result.time_tls_us = req->result.time_connect_us; /* curl's appconnect */
     }
     rc = sl__req_write_head(req);
     if (rc < 0) {

@@ -1586,6 +1586,10 @@ START_TEST(good_cert_by_name_and_ip)
         assert_pattern_body(y, 1024);
         ck_assert_msg(y->res.reused, "%s: second request not on the kept-alive connection", url);
         assert_trace_lacks(y, "ALPN");
+        /* Like curl's appconnect: reached at once on a reused TLS connection. */
+        ck_assert_msg(y->res.time_tls_us > 0 && y->res.time_tls_us == y->res.time_connect_us,
+                      "%s: reused: time_tls_us %" PRIu64 ", time_connect_us %" PRIu64, url,
+                      y->res.time_tls_us, y->res.time_connect_us);
     }
     ctx_finish(&t);
     env_finish(&e);
@@ -2414,6 +2418,7 @@ START_TEST(pool_keyed_by_scheme)
     x = fetch(&t, c, plain_plain);
     assert_ok(x, 200);
     ck_assert_msg(x->res.reused, "the idle http connection was not reused");
+    ck_assert_msg(x->res.time_tls_us == 0, "plain http: time_tls_us %" PRIu64, x->res.time_tls_us);
     ctx_finish(&t);
     env_finish(&e);
 }
