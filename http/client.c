@@ -557,7 +557,7 @@ static void req_acquire(sl_req_t *req)
     uint64_t wait_ns;
 
     req_set_state(req, REQ_QUEUED);
-    if (c->opts.rate_per_s > 0 || c->opts.host_rate_per_s > 0) {
+    if (c->opts.rate_per_s > 0 || c->opts.host_rate_per_s > 0 || c->opts.adaptive) {
         req->origin = sl__pool_origin(c, &req->url);
         if (req->origin == NULL) {
             sl__req_fail(req, SL_ENOMEM, "out of memory");

@@ -180,7 +180,9 @@ bool sl__error_retryable(int err)
  * Adaptive back-off (AIMD, as TCP congestion control): an overloaded
  * answer (429, 503) halves the host's connection allowance and its request
  * rate, at most once per epoch -- answers to requests sent before the last
- * decrease say nothing about the new allowance. Every success counts
+ * decrease say nothing about the new allowance. When no rate limit applies
+ * and one connection is still too many, a rate is imposed: half the pace
+ * the host was seeing (`observed_rate`). Every success counts
  * towards the next additive step: one more connection after `limit`
  * successes (one "window"), and a tenth of the configured rate. Once both
  * are back at their ceilings the host is no longer limited by this.
@@ -192,9 +194,11 @@ void sl__aimd_init(struct sl__aimd *a, unsigned conn_ceiling, double rate_ceilin
     a->rate_ceiling = rate_ceiling;
 }
 
-bool sl__aimd_decrease(struct sl__aimd *a, uint64_t req_epoch, unsigned inflight)
+bool sl__aimd_decrease(struct sl__aimd *a, uint64_t req_epoch, unsigned inflight,
+                       double observed_rate)
 {
     unsigned cur;
+    bool at_one = a->limit == 1;
 
     if (req_epoch != a->epoch)
         return false; /* sent before the last decrease */
@@ -203,7 +207,13 @@ bool sl__aimd_decrease(struct sl__aimd *a, uint64_t req_epoch, unsigned inflight
         cur = a->conn_ceiling;
     a->limit = cur / 2 > 0 ? cur / 2 : 1;
     a->acks = 0;
-    if (a->rate_ceiling > 0) {
+    if (a->rate == 0 && a->rate_ceiling == 0 && at_one && observed_rate > 0) {
+        /* One connection is still too much and no rate limit was set:
+         * impose one, from the pace the host has been seeing. */
+        a->rate_top = observed_rate;
+        a->rate = observed_rate;
+    }
+    if (a->rate > 0 || a->rate_ceiling > 0) {
         double r = a->rate > 0 ? a->rate : a->rate_ceiling;
         a->rate = r / 2 > 0.01 ? r / 2 : 0.01;
     }
@@ -224,9 +234,12 @@ bool sl__aimd_increase(struct sl__aimd *a)
             a->limit = 0;
     }
     if (a->rate > 0) {
-        a->rate += a->rate_ceiling / 10;
-        if (a->rate >= a->rate_ceiling)
+        double top = a->rate_ceiling > 0 ? a->rate_ceiling : a->rate_top;
+        a->rate += top / 10;
+        if (a->rate >= top) {
             a->rate = 0;
+            a->rate_top = 0;
+        }
     }
     return true;
 }

@@ -76,13 +76,16 @@ struct sl__aimd {
     unsigned acks;        /* successes towards the next step */
     double rate;          /* request-rate allowance, per second */
     double rate_ceiling;  /* the configured rate it recovers to (0: none) */
+    double rate_top;      /* without one: the observed pace it recovers to */
     uint64_t epoch;       /* decreases so far */
 };
 void sl__aimd_init(struct sl__aimd *a, unsigned conn_ceiling, double rate_ceiling);
 /* An overloaded answer to a request sent in `req_epoch`, with `inflight`
- * connections open to the host: halve (once per epoch). Returns whether it
+ * connections open to the host, which has been getting `observed_rate`
+ * requests per second: halve (once per epoch). Returns whether it
  * changed anything. */
-bool sl__aimd_decrease(struct sl__aimd *a, uint64_t req_epoch, unsigned inflight);
+bool sl__aimd_decrease(struct sl__aimd *a, uint64_t req_epoch, unsigned inflight,
+                       double observed_rate);
 /* A success: returns true when the allowance grew. */
 bool sl__aimd_increase(struct sl__aimd *a);
 bool sl__error_retryable(int err);
@@ -288,6 +291,8 @@ struct origin {
     struct sl__queue idle;       /* idle connections, most recent first (LIFO) */
     struct sl__bucket bucket;    /* per-origin rate limit */
     struct sl__aimd aimd;        /* adaptive back-off (opts.adaptive) */
+    uint64_t last_start_ns;      /* the last request given a connection here */
+    double gap_ns;               /* moving average of the gaps between those */
     struct origin *next;         /* client->origins list */
 };
 

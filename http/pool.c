@@ -132,6 +132,15 @@ int sl__pool_acquire(sl_client_t *c, sl_req_t *req)
         return SL_ENOMEM;
     req->origin = o;
     req->aimd_epoch = o->aimd.epoch;
+    if (c->opts.adaptive) {
+        /* The pace of starts at this host, for the back-off's rate. */
+        uint64_t now = sl_loop_now_ns(c->loop);
+        if (o->last_start_ns != 0) {
+            double gap = (double)(now - o->last_start_ns);
+            o->gap_ns = o->gap_ns > 0 ? (o->gap_ns * 7 + gap) / 8 : gap;
+        }
+        o->last_start_ns = now;
+    }
     /* Requests already waiting go first (FIFO), unless this one can use an
      * idle connection of its own origin. */
     if (!sl__queue_empty(&c->waiting) && sl__queue_empty(&o->idle)) {
@@ -207,7 +216,9 @@ void sl__pool_overloaded(sl_client_t *c, sl_req_t *req)
 {
     struct origin *o = req->origin;
 
-    if (o == NULL || !sl__aimd_decrease(&o->aimd, req->aimd_epoch, o->nconns))
+    double observed = o != NULL && o->gap_ns > 0 ? 1e9 / o->gap_ns : 0;
+
+    if (o == NULL || !sl__aimd_decrease(&o->aimd, req->aimd_epoch, o->nconns, observed))
         return;
     origin_apply_rate(c, o);
     /* Idle connections beyond the allowance go now; busy ones when they

@@ -640,8 +640,9 @@ typedef struct sl_client_opts_s {
     double host_rate_per_s;
     double host_rate_burst;       /* default: 1 */
     /* Adaptive per-host back-off (AIMD): a 429 or 503 answer halves that
-     * origin's connection allowance (from the connections open to it) and,
-     * when a rate limit applies to it, its rate; each window of successes
+     * origin's connection allowance (from the connections open to it) and
+     * its rate (the configured one; without one, once a single connection
+     * is still too many, half the pace it was seeing); each window of successes
      * adds a connection back and a tenth of the rate, up to the configured
      * limits. One decrease per round: answers to requests sent before the
      * last decrease do not count. Default off (the CLI turns it on with

@@ -3296,6 +3296,37 @@ START_TEST(adaptive_backoff_on_503)
 }
 END_TEST
 
+/* One connection and still 503: with no rate limit configured, the back-off
+ * imposes one from the pace it saw, and the requests space out. */
+START_TEST(adaptive_backoff_imposes_a_rate)
+{
+    struct ctx t;
+    struct xfer *xs[6];
+    sl_client_opts_t o;
+    sl_retry_t r = {.max = 10, .delay_ms = 1, .max_delay_ms = 5};
+    bool rate_line = false;
+
+    sl_client_opts_init(&o);
+    o.max_connections_per_host = 1;
+    o.adaptive = true;
+    ctx_init(&t, &o, "127.0.0.1");
+    for (int i = 0; i < 6; i++) {
+        xs[i] = xfer_new(&t, "GET", "/flaky?key=a1&fail=4");
+        sl_req_retry(xs[i]->req, &r);
+    }
+    for (int i = 0; i < 6; i++)
+        xfer_start(xs[i]);
+    wait_all(&t, xs, 6, 20000);
+    for (int i = 0; i < 6; i++) {
+        assert_ok(xs[i], 200);
+        if (strstr(xs[i]->info, "requests/s") != NULL)
+            rate_line = true;
+    }
+    ck_assert_msg(rate_line, "no rate was imposed; trace of the first: %s", xs[0]->info);
+    ctx_finish(&t);
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
     Suite *s = suite_create("integ-client");
@@ -3385,6 +3416,7 @@ static Suite *client_suite(void)
     tcase_add_test(tc, retry_backoff_sequence_on_fake_clock);
     tcase_add_test(tc, resume_after_reset_mid_body);
     tcase_add_test(tc, adaptive_backoff_on_503);
+    tcase_add_test(tc, adaptive_backoff_imposes_a_rate);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("groups");

@@ -178,27 +178,27 @@ START_TEST(aimd_decrease_once_per_epoch)
     sl__aimd_init(&a, 100, 0);
     ck_assert_uint_eq(a.limit, 0);
     /* 16 connections open when the first 503 arrives: 8. */
-    ck_assert(sl__aimd_decrease(&a, 0, 16));
+    ck_assert(sl__aimd_decrease(&a, 0, 16, 0));
     ck_assert_uint_eq(a.limit, 8);
     ck_assert_uint_eq(a.epoch, 1);
     /* The other 15 answers to requests sent before that change nothing. */
     for (int i = 0; i < 15; i++)
-        ck_assert(!sl__aimd_decrease(&a, 0, 16));
+        ck_assert(!sl__aimd_decrease(&a, 0, 16, 0));
     ck_assert_uint_eq(a.limit, 8);
     /* A request sent under the new allowance: halves again, down to 1. */
-    ck_assert(sl__aimd_decrease(&a, 1, 8));
+    ck_assert(sl__aimd_decrease(&a, 1, 8, 0));
     ck_assert_uint_eq(a.limit, 4);
-    ck_assert(sl__aimd_decrease(&a, 2, 4));
-    ck_assert(sl__aimd_decrease(&a, 3, 4));
-    ck_assert(sl__aimd_decrease(&a, 4, 4));
+    ck_assert(sl__aimd_decrease(&a, 2, 4, 0));
+    ck_assert(sl__aimd_decrease(&a, 3, 4, 0));
+    ck_assert(sl__aimd_decrease(&a, 4, 4, 0));
     ck_assert_uint_eq(a.limit, 1);
-    ck_assert(sl__aimd_decrease(&a, 5, 4));
+    ck_assert(sl__aimd_decrease(&a, 5, 4, 0));
     ck_assert_uint_eq(a.limit, 1);
     /* No rate configured: no rate allowance either. */
     ck_assert(a.rate == 0);
     /* The configured cap bounds where halving starts. */
     sl__aimd_init(&a, 6, 0);
-    ck_assert(sl__aimd_decrease(&a, 0, 50));
+    ck_assert(sl__aimd_decrease(&a, 0, 50, 0));
     ck_assert_uint_eq(a.limit, 3);
 }
 END_TEST
@@ -212,7 +212,7 @@ START_TEST(aimd_increase_by_windows)
 
     sl__aimd_init(&a, 8, 0);
     ck_assert(!sl__aimd_increase(&a)); /* not backing off: nothing to do */
-    ck_assert(sl__aimd_decrease(&a, 0, 8));
+    ck_assert(sl__aimd_decrease(&a, 0, 8, 0));
     ck_assert_uint_eq(a.limit, 4);
     while (a.limit != 0) {
         unsigned before = a.limit;
@@ -224,9 +224,9 @@ START_TEST(aimd_increase_by_windows)
     /* 4 + 5 + 6 + 7 successes to climb 4 -> 8. */
     ck_assert_uint_eq(successes, 4 + 5 + 6 + 7);
     /* A decrease resets the count towards the next step. */
-    ck_assert(sl__aimd_decrease(&a, 1, 8));
+    ck_assert(sl__aimd_decrease(&a, 1, 8, 0));
     ck_assert(!sl__aimd_increase(&a));
-    ck_assert(sl__aimd_decrease(&a, 2, 8));
+    ck_assert(sl__aimd_decrease(&a, 2, 8, 0));
     ck_assert_uint_eq(a.limit, 2);
     ck_assert_uint_eq(a.acks, 0);
 }
@@ -239,18 +239,18 @@ START_TEST(aimd_rate_halves_and_recovers)
     struct sl__aimd a;
 
     sl__aimd_init(&a, 4, 10.0);
-    ck_assert(sl__aimd_decrease(&a, 0, 4));
+    ck_assert(sl__aimd_decrease(&a, 0, 4, 0));
     ck_assert(fabs(a.rate - 5.0) < 1e-9);
-    ck_assert(sl__aimd_decrease(&a, 1, 4));
+    ck_assert(sl__aimd_decrease(&a, 1, 4, 0));
     ck_assert(fabs(a.rate - 2.5) < 1e-9);
     ck_assert_uint_eq(a.limit, 1);
     /* Never down to zero (zero means "not limited"). */
     for (uint64_t e = 2; e < 40; e++)
-        ck_assert(sl__aimd_decrease(&a, e, 4));
+        ck_assert(sl__aimd_decrease(&a, e, 4, 0));
     ck_assert(a.rate >= 0.01);
     /* Recovery: rate goes up by 1.0 per window until 10, then unlimited. */
     sl__aimd_init(&a, 0, 10.0);
-    ck_assert(sl__aimd_decrease(&a, 0, 2));
+    ck_assert(sl__aimd_decrease(&a, 0, 2, 0));
     ck_assert_uint_eq(a.limit, 1);
     ck_assert(sl__aimd_increase(&a)); /* window of 1 */
     ck_assert(fabs(a.rate - 6.0) < 1e-9);
@@ -262,6 +262,37 @@ START_TEST(aimd_rate_halves_and_recovers)
         ck_assert(steps < 100);
     }
     ck_assert_uint_eq(steps, 5); /* 5 -> 6, 7, 8, 9, 10 (= ceiling: released) */
+}
+END_TEST
+
+/* No rate limit set and one connection is still too many: a rate is
+ * imposed at half the observed pace, and released once recovered. */
+START_TEST(aimd_imposes_a_rate_below_one_connection)
+{
+    struct sl__aimd a;
+
+    sl__aimd_init(&a, 0, 0);
+    ck_assert(sl__aimd_decrease(&a, 0, 2, 40.0));
+    ck_assert_uint_eq(a.limit, 1);
+    ck_assert(a.rate == 0); /* still room to act on connections */
+    ck_assert(sl__aimd_decrease(&a, 1, 1, 40.0));
+    ck_assert(fabs(a.rate - 20.0) < 1e-9);
+    ck_assert(sl__aimd_decrease(&a, 2, 1, 20.0));
+    ck_assert(fabs(a.rate - 10.0) < 1e-9); /* halves from the current rate */
+    /* Recovery: +4/s (a tenth of the observed 40) per window, then free. */
+    unsigned steps = 0;
+    while (a.rate != 0) {
+        while (!sl__aimd_increase(&a))
+            ;
+        ck_assert(++steps < 100);
+    }
+    ck_assert(a.rate_top == 0);
+    ck_assert_uint_ge(steps, 8);
+    /* Without an observed pace, nothing is invented. */
+    sl__aimd_init(&a, 0, 0);
+    ck_assert(sl__aimd_decrease(&a, 0, 1, 0));
+    ck_assert(sl__aimd_decrease(&a, 1, 1, 0));
+    ck_assert(a.rate == 0);
 }
 END_TEST
 
@@ -280,6 +311,7 @@ static Suite *flow_suite(void)
     tcase_add_test(tc, aimd_decrease_once_per_epoch);
     tcase_add_test(tc, aimd_increase_by_windows);
     tcase_add_test(tc, aimd_rate_halves_and_recovers);
+    tcase_add_test(tc, aimd_imposes_a_rate_below_one_connection);
     suite_add_tcase(s, tc);
     return s;
 }
