@@ -901,7 +901,9 @@ void sl__req_sent(sl_req_t *req)
     req_set_state(req, REQ_HEAD);
     /* Without a first-byte limit, the read-idle limit covers the silence
      * before the first byte too. */
-    if (req->timeouts.first_byte_ms > 0)
+    if (req->timeouts.first_byte_ms == SL_TIMEOUT_NEVER)
+        req_phase(req, 0, 0);
+    else if (req->timeouts.first_byte_ms > 0)
         req_phase(req, req->timeouts.first_byte_ms, SL_ETIMEDOUT_FIRSTBYTE);
     else
         req_phase(req, req->timeouts.read_ms, SL_ETIMEDOUT_READ);

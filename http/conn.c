@@ -877,8 +877,9 @@ static void conn_on_eof(struct conn *c)
 
     c->reusable = false;
     if (!started && !req->got_response_byte) {
-        sl__req_conn_error(req, SL_ECONNRESET, "connection closed by the server before any "
-                                               "response byte");
+        /* curl's "empty reply from server" (52): a close, not a reset. */
+        sl__req_conn_error(req, SL_EOF, "connection closed by the server before any "
+                                        "response byte (empty reply)");
         return;
     }
     if (c->unclean_eof && c->parser.head.close_delimited && !c->msg_complete) {

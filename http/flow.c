@@ -166,6 +166,7 @@ bool sl__error_retryable(int err)
     case SL_ETIMEDOUT:
     case SL_EDNS_SERVER:
     case SL_ETRUNCATED:
+    case SL_EOF: /* an empty reply: the server closed, as when restarting */
     case SL_ETIMEDOUT_CONNECT:
     case SL_ETIMEDOUT_TLS:
     case SL_ETIMEDOUT_FIRSTBYTE:

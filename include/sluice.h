@@ -719,12 +719,15 @@ int sl_req_body_ref(sl_req_t *req, const void *data, size_t len);
  * redirects and stale-connection retries are not followed for it. */
 int sl_req_body_stream(sl_req_t *req, int64_t length, sl_body_cb cb);
 
+/* first_byte_ms = SL_TIMEOUT_NEVER: no limit on the wait for the first
+ * response byte, and read_ms does not cover it either. */
+#define SL_TIMEOUT_NEVER UINT64_MAX
 typedef struct sl_timeouts_s {
     uint64_t queue_ms;      /* waiting for a connection slot */
     uint64_t connect_ms;    /* DNS + TCP connect (+ TLS handshake) of a new connection */
     uint64_t first_byte_ms; /* from the request sent to the first response byte */
     uint64_t read_ms;       /* between two received bytes (and before the first
-                               one when first_byte_ms is 0) */
+                               one when first_byte_ms is 0, like aiohttp's sock_read) */
     uint64_t total_ms;      /* the whole transfer, redirects included */
     uint64_t tls_ms;        /* the TLS handshake (also bounded by connect_ms) */
 } sl_timeouts_t;            /* 0 = no limit. Each reports its own SL_ETIMEDOUT_* code. */

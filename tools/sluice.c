@@ -76,7 +76,7 @@
  *   42  SL_ECANCELED: aborted
  *   43  SL_EBAD_HEADER, SL_EINVAL: the library refused an argument
  *   47  SL_ETOO_MANY_REDIRECTS
- *   52  SL_EOF: empty reply
+ *   52  SL_EOF: empty reply (the server closed without a byte of response)
  *   55  SL_EPIPE: failure sending
  *   56  SL_ECONNRESET, SL_ECONNABORTED and any other OS error: failure receiving
  *   58  SL_ETLS_CLIENT_CERT: the client certificate or key is unusable
@@ -2615,6 +2615,10 @@ static int run(void)
     copts.host_rate_per_s = o->host_rate;
     copts.host_rate_burst = o->burst;
     copts.adaptive = o->retry.max > 0 && !o->no_adaptive;
+    /* --read-timeout starts with the first byte; the wait for it has its own
+     * option (the library's read_ms alone would cover it too). */
+    if (o->timeouts.read_ms > 0 && o->timeouts.first_byte_ms == 0)
+        o->timeouts.first_byte_ms = SL_TIMEOUT_NEVER;
     rc = sl_client_new(&app.loop, &copts, &app.client);
     if (rc == 0)
         rc = sl_group_new(&app.loop, o->fail_early ? SL_GROUP_FAIL_FAST : SL_GROUP_COLLECT,

@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <openssl/sha.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1117,6 +1118,119 @@ START_TEST(retry_flaky_succeeds)
 }
 END_TEST
 
+/* sha256 of a file, and of the first n bytes of the pattern, as hex. */
+static const char *sha256_hex(const unsigned char *data, size_t len)
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    SHA256(data, len, md);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return fmt("%s", hex);
+}
+
+static const char *sha256_file(const char *path)
+{
+    size_t len;
+    char *b = slurp(path, &len);
+    ck_assert_msg(b != NULL, "%s was not written", path);
+    const char *h = sha256_hex((const unsigned char *)b, len);
+    free(b);
+    return h;
+}
+
+static const char *sha256_pattern(size_t n)
+{
+    unsigned char *b = malloc(n ? n : 1);
+    ck_assert_ptr_nonnull(b);
+    harness_pattern_fill(b, 0, n);
+    const char *h = sha256_hex(b, n);
+    free(b);
+    return h;
+}
+
+/* A download reset part-way resumes under --retry (Range + If-Range) and the file is whole. */
+START_TEST(retry_resumes_a_cut_download)
+{
+    struct cli r;
+    CLI(&r, "-sS", "--retry", "2", "--retry-delay", "0.05", "-o", "big.bin", "-w",
+        "%{http_code} %{size_download} %{num_retries}\n",
+        url("/bytes/3000000?reset-at=1000000&key=cr1"));
+    assert_exit(&r, 0);
+    ck_assert_str_eq(r.out, "200 3000000 1\n");
+    ck_assert_str_eq(sha256_file(cwd_file("big.bin")), sha256_pattern(3000000));
+    ck_assert_str_eq(cwd_listing(), "big.bin\n");
+    ck_assert_uint_eq(fs_requests(), 2);
+    cli_free(&r);
+
+    /* The server's copy changed in between: exit 33, nothing left behind. */
+    CLI(&r, "-sS", "--retry", "2", "--retry-delay", "0.05", "-o", "chg.bin",
+        url("/bytes/3000000?reset-at=1000000&key=cr2&etag-change=1"));
+    assert_exit(&r, 33);
+    ck_assert_msg(strstr(r.err, "cannot resume at byte 1000000") != NULL, "stderr: %s", r.err);
+    ck_assert_str_eq(cwd_listing(), "big.bin\n");
+    cli_free(&r);
+}
+END_TEST
+
+/* -C -: a failed download keeps its part file, and the next run asks for the rest. */
+START_TEST(continue_at_resumes_across_runs)
+{
+    struct cli r;
+    CLI(&r, "-sS", "-C", "-", "-o", "f.bin", url("/bytes/2500000?reset-at=700000&key=ca1"));
+    ck_assert_msg(r.status == 56 || r.status == 18, "exit %d: %s", r.status, r.err);
+    ck_assert_str_eq(cwd_listing(), "f.bin" PART_SUFFIX "\n");
+    assert_file_pattern(cwd_file("f.bin" PART_SUFFIX), 700000);
+    ck_assert_msg(strstr(r.err, "-C -") != NULL, "stderr: %s", r.err);
+    cli_free(&r);
+
+    /* wget's spelling; the rest comes as 206 and is appended. */
+    CLI(&r, "-sS", "--continue", "-o", "f.bin", "-w", "%{http_code} %{size_download}\n",
+        url("/bytes/2500000?reset-at=700000&key=ca1"));
+    assert_exit(&r, 0);
+    ck_assert_str_eq(r.out, "206 1800000\n");
+    ck_assert_str_eq(cwd_listing(), "f.bin\n");
+    ck_assert_str_eq(sha256_file(cwd_file("f.bin")), sha256_pattern(2500000));
+    cli_free(&r);
+
+    /* A part file that is already whole: the server says 416, the file is renamed. */
+    char *whole;
+    size_t len;
+    whole = slurp(cwd_file("f.bin"), &len);
+    ck_assert_ptr_nonnull(whole);
+    FILE *f = fopen(cwd_file("g.bin" PART_SUFFIX), "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(whole, 1, len, f), len);
+    fclose(f);
+    free(whole);
+    CLI(&r, "-sS", "-C", "-", "-o", "g.bin", "-w", "%{http_code}\n", url("/bytes/2500000"));
+    assert_exit(&r, 0);
+    ck_assert_str_eq(r.out, "416\n");
+    ck_assert_str_eq(cwd_listing(), "f.bin\ng.bin\n");
+    assert_file_pattern(cwd_file("g.bin"), 2500000);
+    cli_free(&r);
+
+    /* A server that ignores the range: exit 33, the part file kept as it was. */
+    f = fopen(cwd_file("h.bin" PART_SUFFIX), "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("hello", f);
+    fclose(f);
+    CLI(&r, "-sS", "-C", "-", "-o", "h.bin", url("/delay/1"));
+    assert_exit(&r, 33);
+    ck_assert_str_eq(cwd_listing(), "f.bin\ng.bin\nh.bin" PART_SUFFIX "\n");
+    cli_free(&r);
+
+    /* Only '-' is an offset sluice takes; --no-adaptive is a plain flag. */
+    CLI(&r, "-C", "100", "-o", "x.bin", url("/bytes/10"));
+    assert_exit(&r, 2);
+    cli_free(&r);
+    CLI(&r, "--retry", "1", "--no-adaptive", url("/bytes/10"));
+    assert_exit(&r, 0);
+    assert_pattern("stdout", r.out, r.out_len, 10);
+    cli_free(&r);
+}
+END_TEST
+
 START_TEST(fail_early_cancels_the_rest)
 {
     struct cli r;
@@ -1289,6 +1403,8 @@ static Suite *cli_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, retry_flaky_succeeds);
+    tcase_add_test(tc, retry_resumes_a_cut_download);
+    tcase_add_test(tc, continue_at_resumes_across_runs);
     tcase_add_test(tc, fail_early_cancels_the_rest);
     tcase_add_test(tc, rate_limit_with_burst);
     tcase_add_test(tc, interrupt_removes_part_files);

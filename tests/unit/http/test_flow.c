@@ -159,6 +159,7 @@ START_TEST(retryable_tables)
     ck_assert(sl__error_retryable(SL_ECONNREFUSED));
     ck_assert(sl__error_retryable(SL_ECONNRESET));
     ck_assert(sl__error_retryable(SL_ETRUNCATED));
+    ck_assert(sl__error_retryable(SL_EOF));
     ck_assert(sl__error_retryable(SL_ETIMEDOUT_READ));
     /* Not worth another try: our own limits, bad input, the user's wish. */
     ck_assert(!sl__error_retryable(SL_ETIMEDOUT_TOTAL));
