@@ -18,6 +18,11 @@
  *
  * Output: one machine-readable line per measurement (`bench=http ...`), then
  * a summary with the ratios and whether each target of issue 3 holds.
+ *
+ * Two modes exist for profiling one side at a time: `--serve` starts the
+ * same nginx, prints its base URL and waits for a signal; `--url URL` runs
+ * only the sluice client of A against URL (e.g. under `strace -c -f` or
+ * callgrind), for --duration seconds or, with --requests N, N requests.
  */
 #include <sluice.h>
 
@@ -48,6 +53,17 @@ static char dir[256];
 static int port;
 static pid_t nginx_pid = -1;
 static char sluice_path[512];
+static uint64_t max_requests; /* 0: run for `duration` */
+static const char *only;        /* sections to run, e.g. "AC"; NULL: all */
+static const char *client_url;  /* --url: only sluice's client of A */
+static bool serve;
+static volatile sig_atomic_t stop_serving;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_serving = 1;
+}
 
 static double now_s(void)
 {
@@ -263,7 +279,7 @@ static int run_child(char *const argv[], const char *out_path, struct child_resu
 struct ka {
     sl_client_t *client;
     char url[128];
-    uint64_t done, failed;
+    uint64_t started, done, failed;
     double deadline;
     sl_loop_t *loop;
 };
@@ -280,7 +296,8 @@ static void ka_done(sl_req_t *req, int status)
         k->failed++;
     if ((k->done & 255) == 0)
         sl_loop_update_time(k->loop);
-    if ((double)sl_loop_now_ns(k->loop) / 1e9 < k->deadline)
+    if (max_requests > 0 ? k->started < max_requests
+                         : (double)sl_loop_now_ns(k->loop) / 1e9 < k->deadline)
         ka_start(k);
 }
 
@@ -289,9 +306,39 @@ static void ka_start(struct ka *k)
     sl_req_t *req;
     if (sl_req_new(k->client, "GET", k->url, &req, NULL) < 0)
         return;
+    k->started++;
     sl_req_set_data(req, k);
     sl_req_callbacks(req, NULL, NULL, ka_done);
     sl_req_start(req);
+}
+
+/* One run of sluice's side of A, in this process, pinned to CPU 1. */
+static void ka_run(const char *url, struct ka *k, double *wall, double *cpu)
+{
+    sl_loop_t loop;
+    sl_client_opts_t o;
+    struct rusage a, b;
+
+    memset(k, 0, sizeof(*k));
+    pin(1);
+    sl_loop_init(&loop);
+    sl_client_opts_init(&o);
+    o.max_connections = 50;
+    sl_client_new(&loop, &o, &k->client);
+    k->loop = &loop;
+    snprintf(k->url, sizeof(k->url), "%s", url);
+    getrusage(RUSAGE_SELF, &a);
+    double t0 = now_s();
+    k->deadline = (double)sl_loop_now_ns(&loop) / 1e9 + duration;
+    for (int i = 0; i < 50; i++)
+        ka_start(k);
+    sl_loop_run(&loop);
+    *wall = now_s() - t0;
+    getrusage(RUSAGE_SELF, &b);
+    sl_client_free(k->client);
+    sl_loop_run(&loop);
+    sl_loop_close(&loop);
+    *cpu = tv_s(b.ru_utime) - tv_s(a.ru_utime) + tv_s(b.ru_stime) - tv_s(a.ru_stime);
 }
 
 static void bench_keepalive(void)
@@ -302,29 +349,9 @@ static void bench_keepalive(void)
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/1k.bin", port);
     for (int r = 0; r < runs; r++) {
-        sl_loop_t loop;
-        sl_client_opts_t o;
-        struct ka k = {0};
-        struct rusage a, b;
-        pin(1);
-        sl_loop_init(&loop);
-        sl_client_opts_init(&o);
-        o.max_connections = 50;
-        sl_client_new(&loop, &o, &k.client);
-        k.loop = &loop;
-        snprintf(k.url, sizeof(k.url), "%s", url);
-        getrusage(RUSAGE_SELF, &a);
-        double t0 = now_s();
-        k.deadline = (double)sl_loop_now_ns(&loop) / 1e9 + duration;
-        for (int i = 0; i < 50; i++)
-            ka_start(&k);
-        sl_loop_run(&loop);
-        double wall = now_s() - t0;
-        getrusage(RUSAGE_SELF, &b);
-        sl_client_free(k.client);
-        sl_loop_run(&loop);
-        sl_loop_close(&loop);
-        double cpu = tv_s(b.ru_utime) - tv_s(a.ru_utime) + tv_s(b.ru_stime) - tv_s(a.ru_stime);
+        struct ka k;
+        double wall, cpu;
+        ka_run(url, &k, &wall, &cpu);
         rps[r] = (double)k.done / wall;
         cpu100k[r] = cpu / (double)k.done * 1e5;
         printf("bench=http test=keepalive impl=sluice run=%d requests=%llu failed=%llu "
@@ -613,12 +640,35 @@ int main(int argc, char **argv)
             skip_big = true;
         } else if (strcmp(argv[i], "--sluice") == 0 && i + 1 < argc) {
             snprintf(sluice_path, sizeof(sluice_path), "%s", argv[++i]);
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
+        } else if (strcmp(argv[i], "--serve") == 0) {
+            serve = true;
+        } else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc) {
+            client_url = argv[++i];
+        } else if (strcmp(argv[i], "--requests") == 0 && i + 1 < argc) {
+            max_requests = strtoull(argv[++i], NULL, 10);
         } else {
             fprintf(stderr,
                     "usage: bench-http [--quick] [--duration S] [--runs N] [--no-1g] "
-                    "[--sluice PATH]\n");
+                    "[--sluice PATH] [--only A|B|C]\n"
+                    "       bench-http --serve [--no-1g]       (nginx only, until a signal)\n"
+                    "       bench-http --url URL [--duration S | --requests N]\n"
+                    "                                          (sluice's client of A only)\n");
             return 2;
         }
+    }
+    if (only != NULL && strchr(only, 'C') == NULL)
+        skip_big = true; /* no need for the 1 GiB file */
+    if (client_url != NULL) {
+        struct ka k;
+        double wall, cpu;
+        ka_run(client_url, &k, &wall, &cpu);
+        printf("bench=http test=keepalive impl=sluice requests=%llu failed=%llu wall_s=%.3f "
+               "cpu_s=%.3f rps=%.0f cpu_s_per_100k=%.3f\n",
+               (unsigned long long)k.done, (unsigned long long)k.failed, wall, cpu,
+               (double)k.done / wall, k.done ? cpu / (double)k.done * 1e5 : 0.0);
+        return k.failed == 0 ? 0 : 1;
     }
     if (sluice_path[0] == '\0') {
         /* The CLI next to this program in the build tree. */
@@ -644,9 +694,22 @@ int main(int argc, char **argv)
     }
     printf("bench-http: nginx on 127.0.0.1:%d pinned to CPU 0, clients on CPU 1; %d run(s)\n\n",
            port, runs);
-    bench_keepalive();
-    bench_many();
-    if (!skip_big)
+    if (serve) {
+        printf("bench-http: serving http://127.0.0.1:%d/ (1k.bin%s); stop with a signal\n",
+               port, skip_big ? "" : ", 1g.bin");
+        fflush(stdout);
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        while (!stop_serving)
+            pause();
+        nginx_stop();
+        return 0;
+    }
+    if (only == NULL || strchr(only, 'A') != NULL)
+        bench_keepalive();
+    if (only == NULL || strchr(only, 'B') != NULL)
+        bench_many();
+    if (!skip_big && (only == NULL || strchr(only, 'C') != NULL))
         bench_big();
     nginx_stop();
     return 0;
