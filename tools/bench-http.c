@@ -14,7 +14,8 @@
  *      --parallel-max 50` beside `curl --parallel --parallel-max 50` and
  *      aiohttp (limit 50).
  *   C. a 1 GiB download to /dev/null and to a file: MB/s and client CPU,
- *      sluice CLI beside curl, with iperf3's loopback ceiling.
+ *      sluice CLI beside curl, with two ceilings: iperf3 over loopback, and
+ *      a bare recv() loop fetching the same file from the same nginx.
  *
  * Output: one machine-readable line per measurement (`bench=http ...`), then
  * a summary with the ratios and whether each target of issue 3 holds.
@@ -522,6 +523,28 @@ static void bench_many(void)
 
 /* ---- C: 1 GiB --------------------------------------------------------------------- */
 
+/* CPU seconds nginx has used so far (its single worker is the process
+ * itself: master_process off), from /proc; -1 if unknown. */
+static double nginx_cpu_s(void)
+{
+    char path[64], buf[1024];
+    unsigned long ut = 0, st = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)nginx_pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* fields after "(comm)": state is field 3 */
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                            &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static double bench_big_one(const char *impl, const char *dest, double *cpu_out)
 {
     double mbs[MAX_RUNS], cpu[MAX_RUNS];
@@ -535,14 +558,18 @@ static double bench_big_one(const char *impl, const char *dest, double *cpu_out)
         const char *target = strcmp(dest, "file") == 0 ? out : "/dev/null";
         char *argv_s[] = {sluice_path, "-s", "-o", (char *)target, url, NULL};
         char *argv_c[] = {"curl", "-s", "-o", (char *)target, url, NULL};
+        double srv0 = nginx_cpu_s();
         int rc = run_child(strcmp(impl, "sluice") == 0 ? argv_s : argv_c, "/dev/null", &cr);
+        double srv = nginx_cpu_s() - srv0;
         unlink(out);
         if (rc != 0)
             continue;
         mbs[n] = (double)(1ull << 30) / 1e6 / cr.wall;
         cpu[n] = cr.cpu;
-        printf("bench=http test=1gib dest=%s impl=%s run=%d wall_s=%.3f cpu_s=%.3f MBps=%.0f\n",
-               dest, impl, r, cr.wall, cr.cpu, mbs[n]);
+        /* server_cpu_s close to wall_s: nginx's one worker was the limit. */
+        printf("bench=http test=1gib dest=%s impl=%s run=%d wall_s=%.3f cpu_s=%.3f MBps=%.0f "
+               "server_cpu_s=%.2f\n",
+               dest, impl, r, cr.wall, cr.cpu, mbs[n], srv);
         fflush(stdout);
         n++;
     }
@@ -568,7 +595,9 @@ static double iperf_ceiling(void)
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
         dup2(devnull, 2);
-        execlp("iperf3", "iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", ps, (char *)NULL);
+        /* Not "-1" (one-off): the port_open() probe below would be taken
+         * as that one client, and the real client would find no server. */
+        execlp("iperf3", "iperf3", "-s", "-B", "127.0.0.1", "-p", ps, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 50 && !port_open(p); i++)
@@ -594,10 +623,63 @@ static double iperf_ceiling(void)
     return v;
 }
 
+/* The same download by a minimal client: one blocking recv() loop into a
+ * 256 KiB buffer, no parsing, no output, in a child pinned to CPU 1. A
+ * reference point, not a ceiling: a blocking reader processes the socket's
+ * backlog in its own context, so it can be slower than an epoll client. */
+static double reader_ceiling(double *cpu_out)
+{
+    double mbs[MAX_RUNS], cpu[MAX_RUNS];
+    int n = 0;
+
+    for (int r = 0; r < runs; r++) {
+        struct rusage ru;
+        int status;
+        double t0 = now_s();
+        pid_t pid = fork();
+        if (pid == 0) {
+            static char buf[256 * 1024];
+            char req[128];
+            struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            uint64_t total = 0;
+            ssize_t k;
+            pin(1);
+            if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                _exit(1);
+            int len = snprintf(req, sizeof(req),
+                               "GET /1g.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                               "Connection: close\r\n\r\n");
+            if (write(fd, req, (size_t)len) != len)
+                _exit(1);
+            while ((k = recv(fd, buf, sizeof(buf), 0)) > 0)
+                total += (uint64_t)k;
+            _exit(total > (1ull << 30) ? 0 : 1);
+        }
+        if (pid < 0 || wait4(pid, &status, 0, &ru) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0)
+            continue;
+        double wall = now_s() - t0;
+        mbs[n] = (double)(1ull << 30) / 1e6 / wall;
+        cpu[n] = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+        printf("bench=http test=1gib dest=none impl=recv-loop run=%d wall_s=%.3f cpu_s=%.3f "
+               "MBps=%.0f\n",
+               r, wall, cpu[n], mbs[n]);
+        fflush(stdout);
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    *cpu_out = median(cpu, n);
+    return median(mbs, n);
+}
+
 static void bench_big(void)
 {
-    double s_cpu = 0, c_cpu = 0, sf_cpu = 0, cf_cpu = 0;
+    double s_cpu = 0, c_cpu = 0, sf_cpu = 0, cf_cpu = 0, r_cpu = 0;
     double ceiling = iperf_ceiling();
+    double reader = reader_ceiling(&r_cpu);
     double s_null = bench_big_one("sluice", "null", &s_cpu);
     double c_null = have("curl") ? bench_big_one("curl", "null", &c_cpu) : 0;
     double s_file = bench_big_one("sluice", "file", &sf_cpu);
@@ -609,6 +691,8 @@ static void bench_big(void)
     printf("   %-22s %10.0f %10.3f\n", "curl   -> /dev/null", c_null, c_cpu);
     printf("   %-22s %10.0f %10.3f\n", "sluice -> file", s_file, sf_cpu);
     printf("   %-22s %10.0f %10.3f\n", "curl   -> file", c_file, cf_cpu);
+    if (reader > 0)
+        printf("   %-22s %10.0f %10.3f\n", "recv() loop -> nothing", reader, r_cpu);
     if (ceiling > 0)
         printf("   %-22s %10.0f\n", "iperf3 ceiling", ceiling);
     if (c_null > 0)
@@ -617,6 +701,9 @@ static void bench_big(void)
     if (ceiling > 0)
         printf("   /dev/null: sluice = %.0f%% of the ceiling (target >= 80%%): %s\n",
                100 * s_null / ceiling, s_null / ceiling >= 0.8 ? "MET" : "NOT MET");
+    if (reader > 0 && c_null > 0)
+        printf("   (the minimal recv() loop is %.2fx curl; sluice is %.2fx the loop)\n",
+               reader / c_null, s_null / reader);
     if (c_file > 0)
         printf("   file: sluice = %.2fx curl (target >= 1.5): %s\n", s_file / c_file,
                s_file / c_file >= 1.5 ? "MET" : "NOT MET");
