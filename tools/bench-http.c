@@ -54,9 +54,9 @@ static char dir[256];
 static int port;
 static pid_t nginx_pid = -1;
 static char sluice_path[512];
-static uint64_t max_requests; /* 0: run for `duration` */
-static const char *only;        /* sections to run, e.g. "AC"; NULL: all */
-static const char *client_url;  /* --url: only sluice's client of A */
+static uint64_t max_requests;  /* 0: run for `duration` */
+static const char *only;       /* sections to run, e.g. "AC"; NULL: all */
+static const char *client_url; /* --url: only sluice's client of A */
 static bool serve;
 static volatile sig_atomic_t stop_serving;
 
@@ -539,8 +539,8 @@ static double nginx_cpu_s(void)
     fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')'); /* fields after "(comm)": state is field 3 */
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-                            &st) != 2)
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return -1;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
@@ -640,7 +640,8 @@ static double reader_ceiling(double *cpu_out)
         if (pid == 0) {
             static char buf[256 * 1024];
             char req[128];
-            struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+            struct sockaddr_in sa = {.sin_family = AF_INET,
+                                     .sin_port = htons((uint16_t)port),
                                      .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
             int fd = socket(AF_INET, SOCK_STREAM, 0);
             uint64_t total = 0;
@@ -782,8 +783,8 @@ int main(int argc, char **argv)
     printf("bench-http: nginx on 127.0.0.1:%d pinned to CPU 0, clients on CPU 1; %d run(s)\n\n",
            port, runs);
     if (serve) {
-        printf("bench-http: serving http://127.0.0.1:%d/ (1k.bin%s); stop with a signal\n",
-               port, skip_big ? "" : ", 1g.bin");
+        printf("bench-http: serving http://127.0.0.1:%d/ (1k.bin%s); stop with a signal\n", port,
+               skip_big ? "" : ", 1g.bin");
         fflush(stdout);
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
