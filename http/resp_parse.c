@@ -95,12 +95,15 @@ static int list_reserve(struct sl__hdr_list *l, size_t more)
     return 0;
 }
 
-static int list_append(struct sl__hdr_list *l, const char *s, size_t n)
+/* Runs for every piece of every header line: the common case (it fits)
+ * stays inline, growing does not. */
+static inline int list_append(struct sl__hdr_list *l, const char *s, size_t n)
 {
-    int rc = list_reserve(l, n);
-
-    if (rc < 0)
-        return rc;
+    if (n > l->cap - l->len) {
+        int rc = list_reserve(l, n);
+        if (rc < 0)
+            return rc;
+    }
     if (n > 0)
         memcpy(l->buf + l->len, s, n);
     l->len += n;
@@ -121,7 +124,13 @@ static int list_close_piece(struct sl__hdr_list *l)
         }
     }
     l->open = PIECE_NONE;
-    return list_append(l, "", 1);
+    if (l->len == l->cap) {
+        int rc = list_reserve(l, 1);
+        if (rc < 0)
+            return rc;
+    }
+    l->buf[l->len++] = '\0';
+    return 0;
 }
 
 static int list_add_field(struct sl__hdr_list *l)
@@ -312,16 +321,6 @@ static int cb_header_value(llhttp_t *h, const char *at, size_t n)
     if (rc < 0)
         return cb_fail(p, rc, "out of memory storing header fields");
     l->fields[l->nfields - 1].value_len += n;
-    return 0;
-}
-
-static int cb_header_value_complete(llhttp_t *h)
-{
-    struct sl__resp_parser *p = from_llhttp(h);
-    int rc = list_close_piece(cur_list(p));
-
-    if (rc < 0)
-        return cb_fail(p, rc, "out of memory storing header fields");
     return 0;
 }
 
@@ -543,7 +542,9 @@ void sl__resp_parser_init(struct sl__resp_parser *p, const struct sl__parse_limi
     p->settings.on_header_field = cb_header_field;
     p->settings.on_header_field_complete = cb_header_field_complete;
     p->settings.on_header_value = cb_header_value;
-    p->settings.on_header_value_complete = cb_header_value_complete;
+    /* No on_header_value_complete: a value is closed (NUL, trailing
+     * whitespace trimmed) when the next field starts or the section ends,
+     * which saves a callback per header line. */
     p->settings.on_headers_complete = cb_headers_complete;
     p->settings.on_chunk_header = cb_chunk_header;
     p->settings.on_body = cb_body;

@@ -14,10 +14,16 @@
  *      --parallel-max 50` beside `curl --parallel --parallel-max 50` and
  *      aiohttp (limit 50).
  *   C. a 1 GiB download to /dev/null and to a file: MB/s and client CPU,
- *      sluice CLI beside curl, with iperf3's loopback ceiling.
+ *      sluice CLI beside curl, with two ceilings: iperf3 over loopback, and
+ *      a bare recv() loop fetching the same file from the same nginx.
  *
  * Output: one machine-readable line per measurement (`bench=http ...`), then
  * a summary with the ratios and whether each target of issue 3 holds.
+ *
+ * Two modes exist for profiling one side at a time: `--serve` starts the
+ * same nginx, prints its base URL and waits for a signal; `--url URL` runs
+ * only the sluice client of A against URL (e.g. under `strace -c -f` or
+ * callgrind), for --duration seconds or, with --requests N, N requests.
  */
 #include <sluice.h>
 
@@ -48,6 +54,17 @@ static char dir[256];
 static int port;
 static pid_t nginx_pid = -1;
 static char sluice_path[512];
+static uint64_t max_requests;  /* 0: run for `duration` */
+static const char *only;       /* sections to run, e.g. "AC"; NULL: all */
+static const char *client_url; /* --url: only sluice's client of A */
+static bool serve;
+static volatile sig_atomic_t stop_serving;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_serving = 1;
+}
 
 static double now_s(void)
 {
@@ -263,7 +280,7 @@ static int run_child(char *const argv[], const char *out_path, struct child_resu
 struct ka {
     sl_client_t *client;
     char url[128];
-    uint64_t done, failed;
+    uint64_t started, done, failed;
     double deadline;
     sl_loop_t *loop;
 };
@@ -280,7 +297,8 @@ static void ka_done(sl_req_t *req, int status)
         k->failed++;
     if ((k->done & 255) == 0)
         sl_loop_update_time(k->loop);
-    if ((double)sl_loop_now_ns(k->loop) / 1e9 < k->deadline)
+    if (max_requests > 0 ? k->started < max_requests
+                         : (double)sl_loop_now_ns(k->loop) / 1e9 < k->deadline)
         ka_start(k);
 }
 
@@ -289,42 +307,77 @@ static void ka_start(struct ka *k)
     sl_req_t *req;
     if (sl_req_new(k->client, "GET", k->url, &req, NULL) < 0)
         return;
+    k->started++;
     sl_req_set_data(req, k);
     sl_req_callbacks(req, NULL, NULL, ka_done);
     sl_req_start(req);
 }
 
+/* One run of sluice's side of A, in this process, pinned to CPU 1. */
+static void ka_run(const char *url, struct ka *k, double *wall, double *cpu)
+{
+    sl_loop_t loop;
+    sl_client_opts_t o;
+    struct rusage a, b;
+
+    memset(k, 0, sizeof(*k));
+    pin(1);
+    sl_loop_init(&loop);
+    sl_client_opts_init(&o);
+    o.max_connections = 50;
+    sl_client_new(&loop, &o, &k->client);
+    k->loop = &loop;
+    snprintf(k->url, sizeof(k->url), "%s", url);
+    getrusage(RUSAGE_SELF, &a);
+    double t0 = now_s();
+    k->deadline = (double)sl_loop_now_ns(&loop) / 1e9 + duration;
+    for (int i = 0; i < 50; i++)
+        ka_start(k);
+    sl_loop_run(&loop);
+    *wall = now_s() - t0;
+    getrusage(RUSAGE_SELF, &b);
+    sl_client_free(k->client);
+    sl_loop_run(&loop);
+    sl_loop_close(&loop);
+    *cpu = tv_s(b.ru_utime) - tv_s(a.ru_utime) + tv_s(b.ru_stime) - tv_s(a.ru_stime);
+}
+
+/* wrk's side of A, one run; returns false if it did not run. */
+static bool ka_wrk(const char *url, double *rps, double *cpu100k, double *req_total)
+{
+    char dur[32];
+    snprintf(dur, sizeof(dur), "%ds", (int)(duration + 0.5));
+    char *argv[] = {"wrk", "-t1", "-c50", "-d", dur, (char *)url, NULL};
+    struct child_result cr;
+    run_child(argv, NULL, &cr);
+    char *p = strstr(cr.out, "Requests/sec:");
+    char *q = strstr(cr.out, "requests in");
+    if (p == NULL || q == NULL)
+        return false;
+    /* "  682361 requests in 10.00s, ..." */
+    while (q > cr.out && q[-1] != '\n')
+        q--;
+    *req_total = strtod(q, NULL);
+    *rps = strtod(p + 13, NULL);
+    *cpu100k = cr.cpu / *req_total * 1e5;
+    return *req_total > 0;
+}
+
 static void bench_keepalive(void)
 {
     double rps[MAX_RUNS], cpu100k[MAX_RUNS], wrps[MAX_RUNS], wcpu100k[MAX_RUNS];
+    double pair[MAX_RUNS];
     int wrk_runs = 0;
-    char url[128], dur[32];
+    bool with_wrk = have("wrk");
+    char url[128];
 
+    /* sluice and wrk take turns, so that a change in the machine's load
+     * (it is shared) weighs on both sides alike. */
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/1k.bin", port);
     for (int r = 0; r < runs; r++) {
-        sl_loop_t loop;
-        sl_client_opts_t o;
-        struct ka k = {0};
-        struct rusage a, b;
-        pin(1);
-        sl_loop_init(&loop);
-        sl_client_opts_init(&o);
-        o.max_connections = 50;
-        sl_client_new(&loop, &o, &k.client);
-        k.loop = &loop;
-        snprintf(k.url, sizeof(k.url), "%s", url);
-        getrusage(RUSAGE_SELF, &a);
-        double t0 = now_s();
-        k.deadline = (double)sl_loop_now_ns(&loop) / 1e9 + duration;
-        for (int i = 0; i < 50; i++)
-            ka_start(&k);
-        sl_loop_run(&loop);
-        double wall = now_s() - t0;
-        getrusage(RUSAGE_SELF, &b);
-        sl_client_free(k.client);
-        sl_loop_run(&loop);
-        sl_loop_close(&loop);
-        double cpu = tv_s(b.ru_utime) - tv_s(a.ru_utime) + tv_s(b.ru_stime) - tv_s(a.ru_stime);
+        struct ka k;
+        double wall, cpu, req_total;
+        ka_run(url, &k, &wall, &cpu);
         rps[r] = (double)k.done / wall;
         cpu100k[r] = cpu / (double)k.done * 1e5;
         printf("bench=http test=keepalive impl=sluice run=%d requests=%llu failed=%llu "
@@ -332,30 +385,15 @@ static void bench_keepalive(void)
                r, (unsigned long long)k.done, (unsigned long long)k.failed, wall, cpu, rps[r],
                cpu100k[r]);
         fflush(stdout);
-    }
-    if (have("wrk")) {
-        snprintf(dur, sizeof(dur), "%ds", (int)(duration + 0.5));
-        for (int r = 0; r < runs; r++) {
-            char *argv[] = {"wrk", "-t1", "-c50", "-d", dur, url, NULL};
-            struct child_result cr;
-            run_child(argv, NULL, &cr);
-            char *p = strstr(cr.out, "Requests/sec:");
-            char *q = strstr(cr.out, "requests in");
-            double req_total = 0;
-            if (p == NULL || q == NULL)
-                continue;
-            /* "  682361 requests in 10.00s, ..." */
-            while (q > cr.out && q[-1] != '\n')
-                q--;
-            req_total = strtod(q, NULL);
-            wrps[wrk_runs] = strtod(p + 13, NULL);
-            wcpu100k[wrk_runs] = cr.cpu / req_total * 1e5;
-            printf("bench=http test=keepalive impl=wrk run=%d requests=%.0f cpu_s=%.3f rps=%.0f "
-                   "cpu_s_per_100k=%.3f\n",
-                   r, req_total, cr.cpu, wrps[wrk_runs], wcpu100k[wrk_runs]);
-            fflush(stdout);
-            wrk_runs++;
-        }
+        if (!with_wrk || !ka_wrk(url, &wrps[wrk_runs], &wcpu100k[wrk_runs], &req_total))
+            continue;
+        printf("bench=http test=keepalive impl=wrk run=%d requests=%.0f cpu_s=%.3f rps=%.0f "
+               "cpu_s_per_100k=%.3f\n",
+               r, req_total, wcpu100k[wrk_runs] * req_total / 1e5, wrps[wrk_runs],
+               wcpu100k[wrk_runs]);
+        fflush(stdout);
+        pair[wrk_runs] = cpu100k[r] / wcpu100k[wrk_runs];
+        wrk_runs++;
     }
     double s_rps = median(rps, runs), s_cpu = median(cpu100k, runs);
     printf("\nA. keep-alive GET 1 KiB, 50 connections, %.0f s (median of %d)\n", duration, runs);
@@ -366,6 +404,9 @@ static void bench_keepalive(void)
         printf("   %-8s %12.0f %22.3f\n", "wrk", w_rps, w_cpu);
         printf("   sluice CPU per request = %.2fx wrk's (target <= 0.80): %s\n", s_cpu / w_cpu,
                s_cpu / w_cpu <= 0.8 ? "MET" : "NOT MET");
+        printf("   (median of the per-turn ratios, each sluice run beside the wrk run after it: "
+               "%.2fx)\n",
+               median(pair, wrk_runs));
     } else {
         printf("   wrk: not installed, skipped\n");
     }
@@ -495,6 +536,28 @@ static void bench_many(void)
 
 /* ---- C: 1 GiB --------------------------------------------------------------------- */
 
+/* CPU seconds nginx has used so far (its single worker is the process
+ * itself: master_process off), from /proc; -1 if unknown. */
+static double nginx_cpu_s(void)
+{
+    char path[64], buf[1024];
+    unsigned long ut = 0, st = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)nginx_pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* fields after "(comm)": state is field 3 */
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static double bench_big_one(const char *impl, const char *dest, double *cpu_out)
 {
     double mbs[MAX_RUNS], cpu[MAX_RUNS];
@@ -508,14 +571,18 @@ static double bench_big_one(const char *impl, const char *dest, double *cpu_out)
         const char *target = strcmp(dest, "file") == 0 ? out : "/dev/null";
         char *argv_s[] = {sluice_path, "-s", "-o", (char *)target, url, NULL};
         char *argv_c[] = {"curl", "-s", "-o", (char *)target, url, NULL};
+        double srv0 = nginx_cpu_s();
         int rc = run_child(strcmp(impl, "sluice") == 0 ? argv_s : argv_c, "/dev/null", &cr);
+        double srv = nginx_cpu_s() - srv0;
         unlink(out);
         if (rc != 0)
             continue;
         mbs[n] = (double)(1ull << 30) / 1e6 / cr.wall;
         cpu[n] = cr.cpu;
-        printf("bench=http test=1gib dest=%s impl=%s run=%d wall_s=%.3f cpu_s=%.3f MBps=%.0f\n",
-               dest, impl, r, cr.wall, cr.cpu, mbs[n]);
+        /* server_cpu_s close to wall_s: nginx's one worker was the limit. */
+        printf("bench=http test=1gib dest=%s impl=%s run=%d wall_s=%.3f cpu_s=%.3f MBps=%.0f "
+               "server_cpu_s=%.2f\n",
+               dest, impl, r, cr.wall, cr.cpu, mbs[n], srv);
         fflush(stdout);
         n++;
     }
@@ -541,7 +608,9 @@ static double iperf_ceiling(void)
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
         dup2(devnull, 2);
-        execlp("iperf3", "iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", ps, (char *)NULL);
+        /* Not "-1" (one-off): the port_open() probe below would be taken
+         * as that one client, and the real client would find no server. */
+        execlp("iperf3", "iperf3", "-s", "-B", "127.0.0.1", "-p", ps, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 50 && !port_open(p); i++)
@@ -567,10 +636,64 @@ static double iperf_ceiling(void)
     return v;
 }
 
+/* The same download by a minimal client: one blocking recv() loop into a
+ * 256 KiB buffer, no parsing, no output, in a child pinned to CPU 1. A
+ * reference point, not a ceiling: a blocking reader processes the socket's
+ * backlog in its own context, so it can be slower than an epoll client. */
+static double reader_ceiling(double *cpu_out)
+{
+    double mbs[MAX_RUNS], cpu[MAX_RUNS];
+    int n = 0;
+
+    for (int r = 0; r < runs; r++) {
+        struct rusage ru;
+        int status;
+        double t0 = now_s();
+        pid_t pid = fork();
+        if (pid == 0) {
+            static char buf[256 * 1024];
+            char req[128];
+            struct sockaddr_in sa = {.sin_family = AF_INET,
+                                     .sin_port = htons((uint16_t)port),
+                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            uint64_t total = 0;
+            ssize_t k;
+            pin(1);
+            if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                _exit(1);
+            int len = snprintf(req, sizeof(req),
+                               "GET /1g.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                               "Connection: close\r\n\r\n");
+            if (write(fd, req, (size_t)len) != len)
+                _exit(1);
+            while ((k = recv(fd, buf, sizeof(buf), 0)) > 0)
+                total += (uint64_t)k;
+            _exit(total > (1ull << 30) ? 0 : 1);
+        }
+        if (pid < 0 || wait4(pid, &status, 0, &ru) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0)
+            continue;
+        double wall = now_s() - t0;
+        mbs[n] = (double)(1ull << 30) / 1e6 / wall;
+        cpu[n] = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+        printf("bench=http test=1gib dest=none impl=recv-loop run=%d wall_s=%.3f cpu_s=%.3f "
+               "MBps=%.0f\n",
+               r, wall, cpu[n], mbs[n]);
+        fflush(stdout);
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    *cpu_out = median(cpu, n);
+    return median(mbs, n);
+}
+
 static void bench_big(void)
 {
-    double s_cpu = 0, c_cpu = 0, sf_cpu = 0, cf_cpu = 0;
+    double s_cpu = 0, c_cpu = 0, sf_cpu = 0, cf_cpu = 0, r_cpu = 0;
     double ceiling = iperf_ceiling();
+    double reader = reader_ceiling(&r_cpu);
     double s_null = bench_big_one("sluice", "null", &s_cpu);
     double c_null = have("curl") ? bench_big_one("curl", "null", &c_cpu) : 0;
     double s_file = bench_big_one("sluice", "file", &sf_cpu);
@@ -582,6 +705,8 @@ static void bench_big(void)
     printf("   %-22s %10.0f %10.3f\n", "curl   -> /dev/null", c_null, c_cpu);
     printf("   %-22s %10.0f %10.3f\n", "sluice -> file", s_file, sf_cpu);
     printf("   %-22s %10.0f %10.3f\n", "curl   -> file", c_file, cf_cpu);
+    if (reader > 0)
+        printf("   %-22s %10.0f %10.3f\n", "recv() loop -> nothing", reader, r_cpu);
     if (ceiling > 0)
         printf("   %-22s %10.0f\n", "iperf3 ceiling", ceiling);
     if (c_null > 0)
@@ -590,6 +715,9 @@ static void bench_big(void)
     if (ceiling > 0)
         printf("   /dev/null: sluice = %.0f%% of the ceiling (target >= 80%%): %s\n",
                100 * s_null / ceiling, s_null / ceiling >= 0.8 ? "MET" : "NOT MET");
+    if (reader > 0 && c_null > 0)
+        printf("   (the minimal recv() loop is %.2fx curl; sluice is %.2fx the loop)\n",
+               reader / c_null, s_null / reader);
     if (c_file > 0)
         printf("   file: sluice = %.2fx curl (target >= 1.5): %s\n", s_file / c_file,
                s_file / c_file >= 1.5 ? "MET" : "NOT MET");
@@ -613,12 +741,35 @@ int main(int argc, char **argv)
             skip_big = true;
         } else if (strcmp(argv[i], "--sluice") == 0 && i + 1 < argc) {
             snprintf(sluice_path, sizeof(sluice_path), "%s", argv[++i]);
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
+        } else if (strcmp(argv[i], "--serve") == 0) {
+            serve = true;
+        } else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc) {
+            client_url = argv[++i];
+        } else if (strcmp(argv[i], "--requests") == 0 && i + 1 < argc) {
+            max_requests = strtoull(argv[++i], NULL, 10);
         } else {
             fprintf(stderr,
                     "usage: bench-http [--quick] [--duration S] [--runs N] [--no-1g] "
-                    "[--sluice PATH]\n");
+                    "[--sluice PATH] [--only A|B|C]\n"
+                    "       bench-http --serve [--no-1g]       (nginx only, until a signal)\n"
+                    "       bench-http --url URL [--duration S | --requests N]\n"
+                    "                                          (sluice's client of A only)\n");
             return 2;
         }
+    }
+    if (only != NULL && strchr(only, 'C') == NULL)
+        skip_big = true; /* no need for the 1 GiB file */
+    if (client_url != NULL) {
+        struct ka k;
+        double wall, cpu;
+        ka_run(client_url, &k, &wall, &cpu);
+        printf("bench=http test=keepalive impl=sluice requests=%llu failed=%llu wall_s=%.3f "
+               "cpu_s=%.3f rps=%.0f cpu_s_per_100k=%.3f\n",
+               (unsigned long long)k.done, (unsigned long long)k.failed, wall, cpu,
+               (double)k.done / wall, k.done ? cpu / (double)k.done * 1e5 : 0.0);
+        return k.failed == 0 ? 0 : 1;
     }
     if (sluice_path[0] == '\0') {
         /* The CLI next to this program in the build tree. */
@@ -644,9 +795,22 @@ int main(int argc, char **argv)
     }
     printf("bench-http: nginx on 127.0.0.1:%d pinned to CPU 0, clients on CPU 1; %d run(s)\n\n",
            port, runs);
-    bench_keepalive();
-    bench_many();
-    if (!skip_big)
+    if (serve) {
+        printf("bench-http: serving http://127.0.0.1:%d/ (1k.bin%s); stop with a signal\n", port,
+               skip_big ? "" : ", 1g.bin");
+        fflush(stdout);
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        while (!stop_serving)
+            pause();
+        nginx_stop();
+        return 0;
+    }
+    if (only == NULL || strchr(only, 'A') != NULL)
+        bench_keepalive();
+    if (only == NULL || strchr(only, 'B') != NULL)
+        bench_many();
+    if (!skip_big && (only == NULL || strchr(only, 'C') != NULL))
         bench_big();
     nginx_stop();
     return 0;
