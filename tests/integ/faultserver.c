@@ -18,6 +18,13 @@
  * connections keyed by a deadline in microseconds; a timer never fires early.
  * Closed connections are parked on a graveyard list and freed after the current batch of epoll
  * events, so a stale event for a connection closed earlier in the same batch is dropped safely.
+ *
+ * Cross-request state is global and deterministic: per-key hit counters (flaky_hit, one namespace
+ * per endpoint) decide which hit of /flaky, /reset-once or a faulty /bytes misbehaves, and
+ * /overload counts the slots held by connections waiting for their delay (struct conn's
+ * holds_slot, released exactly once by overload_release()). A /bytes cut resets the connection
+ * only after the peer has acknowledged every byte sent (ST_CUTWAIT): SO_LINGER 0 would otherwise
+ * throw away whatever still sat in the send queue, and the cut would land short of its offset.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -40,12 +47,15 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include <linux/sockios.h> /* SIOCOUTQ */
 
 #define HEAD_MAX (1u << 20)           /* a larger request head gets 431 */
 #define INBUF_CAP (4u << 20)          /* stop reading pipelined input beyond this */
@@ -59,16 +69,19 @@
 #define PATTERN_PERIOD 251
 
 enum conn_state {
-    ST_HEAD,   /* waiting for (the rest of) a request head */
-    ST_BODY,   /* consuming the request body */
-    ST_DELAY,  /* /delay: timer armed, nothing to write yet */
-    ST_WRITE,  /* generating and sending a response (drip pauses use the timer) */
-    ST_STALL,  /* never answer again; discard input, close on the peer's FIN */
-    ST_DRAIN,  /* we sent FIN; discard input until the peer's FIN or DRAIN_MS */
-    ST_SILENT, /* --silent: never read or write, close when the peer hangs up */
+    ST_HEAD,    /* waiting for (the rest of) a request head */
+    ST_BODY,    /* consuming the request body */
+    ST_DELAY,   /* /delay, /overload: timer armed, nothing to write yet */
+    ST_WRITE,   /* generating and sending a response (drip pauses use the timer) */
+    ST_STALL,   /* never answer again; discard input, close on the peer's FIN */
+    ST_DRAIN,   /* we sent FIN; discard input until the peer's FIN or DRAIN_MS */
+    ST_CUTWAIT, /* a cut response is written; poll until the peer acked it all, then RST */
+    ST_SILENT,  /* --silent: never read or write, close when the peer hangs up */
 };
 
-enum after { AFTER_KEEP, AFTER_CLOSE, AFTER_RST, AFTER_STALL };
+/* AFTER_CUT is AFTER_RST once every byte is acknowledged (ST_CUTWAIT); AFTER_RST may lose the
+ * tail of the response in the send queue, which the endpoints using it do not care about. */
+enum after { AFTER_KEEP, AFTER_CLOSE, AFTER_RST, AFTER_CUT, AFTER_STALL };
 
 enum framing { FR_LENGTH, FR_CHUNKED, FR_CLOSE, FR_NONE };
 
@@ -113,7 +126,8 @@ struct conn {
     uint32_t events; /* mask registered with epoll */
     bool eof, closed, want_out, drip_wait, close_conn;
     bool close_on_next; /* /close-on-next: drop the connection at the next request */
-    char *in; /* unread input is in[in_off, in_len) */
+    bool holds_slot;    /* counted in ovl_inflight; only overload_release() clears it */
+    char *in;           /* unread input is in[in_off, in_len) */
     size_t in_len, in_cap, in_off, head_scan;
     struct req req;
     bool body_chunked;
@@ -138,6 +152,7 @@ static int ep_fd = -1, listen_fd = -1, signal_fd = -1, spare_fd = -1;
 static char listen_tag, signal_tag;
 static bool opt_silent;
 static uint64_t stat_conns, stat_reqs;
+static uint64_t ovl_inflight, ovl_peak, ovl_rejected, ovl_served; /* /overload */
 static uint8_t pattern[PATTERN_PERIOD + SCRATCH_SIZE];
 static uint8_t scratch[SCRATCH_SIZE];
 static struct conn *live, *graveyard;
@@ -150,6 +165,7 @@ static size_t bomb_raw_len;
 static uLong bomb_crc, bomb_adler;
 
 static void conn_drive(struct conn *c);
+static struct flaky *flaky_find(const char *ns, const char *key);
 
 /* ---- small utilities ---------------------------------------------------------------- */
 
@@ -456,11 +472,22 @@ static void resp_reset(struct conn *c)
     c->drip_wait = false;
 }
 
+/* Give back the /overload slot `c` holds, if any. The flag makes a second call a no-op, so the
+ * timer path and every close path can all call this without counting a request twice. */
+static void overload_release(struct conn *c)
+{
+    if (!c->holds_slot)
+        return;
+    c->holds_slot = false;
+    ovl_inflight--;
+}
+
 /* Close now. The memory is freed after the current event batch (see the file comment). */
 static void conn_close(struct conn *c)
 {
     if (c->closed)
         return;
+    overload_release(c);
     timer_clear(c);
     close(c->fd);
     c->fd = -1;
@@ -504,6 +531,7 @@ static void conn_update(struct conn *c)
         break;
     case ST_DELAY:
     case ST_WRITE:
+    case ST_CUTWAIT:
         /* Keep reading so a hang-up is noticed, but bound what pipelining can buffer. */
         ev = !c->eof && c->in_len - c->in_off < INBUF_CAP ? EPOLLIN : 0;
         break;
@@ -855,15 +883,48 @@ static int parse_range(const char *h, uint64_t n, uint64_t *start, uint64_t *end
     return 1;
 }
 
+/*
+ * /bytes/N: N bytes of the pattern with an ETag, a Last-Modified and single-range support
+ * (Range, checked against If-Range). The fault parameters turn it into a download that breaks:
+ * every non-HEAD request counts one hit of key= in namespace "b:", and each of the first
+ * `times` hits (default 1) is cut. A cut sends the normal head, then the body only up to
+ * absolute offset reset-at=K, or up to S + reset-every=M where S is the first offset served,
+ * whichever comes first; then RST. A cut point outside (S, end of what is served) is ignored,
+ * so a resumed request from S >= K is served whole. etag-change=1 makes the validators change
+ * at every hit (the ETag carries the hit number, Last-Modified moves one second per hit), so an
+ * If-Range from an earlier hit never matches and the answer is 200 with the whole body.
+ */
 static void ep_bytes(struct conn *c, uint64_t n)
 {
-    char etag[40];
-    uint64_t start = 0, end = n;
+    char etag[64], lastmod[64], key[256];
+    uint64_t start = 0, end = n, hit = 0, version = 0;
+    uint64_t reset_at = q_u64(c, "reset-at", UINT64_MAX), every = q_u64(c, "reset-every", 0);
+    bool etag_change = q_bool(c, "etag-change");
+    bool may_cut = reset_at != UINT64_MAX || every > 0;
     int status = 200;
-    snprintf(etag, sizeof(etag), "\"b-%" PRIu64 "\"", n);
+
+    if (may_cut || etag_change) {
+        if (!q_get(c, "key", key, sizeof(key)))
+            key[0] = '\0';
+        struct flaky *f = flaky_find("b:", key);
+        /* HEAD only looks: it neither uses up a cut nor changes the validators. */
+        hit = c->req.is_head ? (f->hits > 0 ? f->hits - 1 : 0) : f->hits++;
+        may_cut = may_cut && !c->req.is_head && hit < q_u64(c, "times", 1);
+    }
+    if (etag_change) {
+        time_t t = (time_t)(1704067200 + (hit > 1000000000 ? 1000000000 : hit));
+        struct tm tm;
+        version = hit + 1;
+        snprintf(etag, sizeof(etag), "\"b-%" PRIu64 "-v%" PRIu64 "\"", n, version);
+        gmtime_r(&t, &tm);
+        strftime(lastmod, sizeof(lastmod), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    } else {
+        snprintf(etag, sizeof(etag), "\"b-%" PRIu64 "\"", n);
+        snprintf(lastmod, sizeof(lastmod), "%s", LAST_MODIFIED);
+    }
     if (c->req.range) {
         bool use = c->req.if_range == NULL || strcmp(c->req.if_range, etag) == 0 ||
-                   strcmp(c->req.if_range, LAST_MODIFIED) == 0;
+                   strcmp(c->req.if_range, lastmod) == 0;
         int rc = use ? parse_range(c->req.range, n, &start, &end) : 0;
         if (rc < 0) {
             resp_start(c, 416);
@@ -874,19 +935,29 @@ static void ep_bytes(struct conn *c, uint64_t n)
         if (rc > 0)
             status = 206;
     }
+    uint64_t cut = UINT64_MAX;
+    if (may_cut) {
+        if (reset_at > start)
+            cut = reset_at;
+        if (every > 0 && every <= UINT64_MAX - start && start + every < cut)
+            cut = start + every;
+    }
+    bool cutting = cut > start && cut < end;
     bool chunked = q_bool(c, "chunked");
     bool close_delim = !chunked && q_bool(c, "close");
     resp_start(c, status);
     resp_header(c, "Content-Type: application/octet-stream");
     resp_header(c, "ETag: %s", etag);
-    resp_header(c, "Last-Modified: " LAST_MODIFIED);
+    resp_header(c, "Last-Modified: %s", lastmod);
     resp_header(c, "Accept-Ranges: bytes");
     if (status == 206)
         resp_header(c, "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, start, end - 1, n);
     resp_end(c, chunked ? FR_CHUNKED : close_delim ? FR_CLOSE : FR_LENGTH, end - start);
-    resp_body(c, BODY_PATTERN, NULL, false, start, end - start);
+    resp_body(c, BODY_PATTERN, NULL, false, start, (cutting ? cut : end) - start);
     if (chunked)
-        resp_chunked(c, q_u64(c, "chunk", 4096), q_bool(c, "trailer"), true);
+        resp_chunked(c, q_u64(c, "chunk", 4096), q_bool(c, "trailer"), !cutting);
+    if (cutting)
+        c->resp.after = AFTER_CUT;
 }
 
 static void ep_status(struct conn *c, uint64_t code, const char *body_prefix)
@@ -928,21 +999,53 @@ static void ep_redirect(struct conn *c, int status, const char *location)
     resp_body_text(c, body, sizeof(body) - 1);
 }
 
-/* Number of earlier requests that used this key (then counts this one). */
-static uint64_t flaky_hit(const char *ns, const char *key)
+/* The counter of `key` in namespace `ns`, created at zero on first use. */
+static struct flaky *flaky_find(const char *ns, const char *key)
 {
     size_t nl = strlen(ns);
     for (size_t i = 0; i < nflakies; i++) {
         if (strncmp(flakies[i].key, ns, nl) == 0 && strcmp(flakies[i].key + nl, key) == 0)
-            return flakies[i].hits++;
+            return &flakies[i];
     }
     flakies = xrealloc(flakies, (nflakies + 1) * sizeof(*flakies));
     flakies[nflakies].key = xrealloc(NULL, nl + strlen(key) + 1);
     strcpy(flakies[nflakies].key, ns);
     strcat(flakies[nflakies].key, key);
-    flakies[nflakies].hits = 1;
-    nflakies++;
-    return 0;
+    flakies[nflakies].hits = 0;
+    return &flakies[nflakies++];
+}
+
+/* Number of earlier requests that used this key (then counts this one). */
+static uint64_t flaky_hit(const char *ns, const char *key)
+{
+    return flaky_find(ns, key)->hits++;
+}
+
+/*
+ * /overload: admit the request if fewer than max= requests hold a slot, else answer 503 at once
+ * (with Retry-After: retry-after= verbatim, when given). An admitted request holds its slot
+ * until its delay= ms end (then 200 "ok\n") or its connection closes, whichever comes first.
+ */
+static void ep_overload(struct conn *c)
+{
+    static const char busy[] = "overloaded\n";
+    char v[256];
+    if (ovl_inflight >= q_u64(c, "max", UINT64_MAX)) {
+        ovl_rejected++;
+        resp_start(c, 503);
+        if (q_get(c, "retry-after", v, sizeof(v)))
+            resp_header(c, "Retry-After: %s", v);
+        resp_header(c, "Content-Type: text/plain");
+        resp_end(c, FR_LENGTH, sizeof(busy) - 1);
+        resp_body_text(c, busy, sizeof(busy) - 1);
+        return;
+    }
+    c->holds_slot = true;
+    ovl_inflight++;
+    if (ovl_inflight > ovl_peak)
+        ovl_peak = ovl_inflight;
+    conn_set_state(c, ST_DELAY);
+    timer_set(c, q_u64(c, "delay", 0));
 }
 
 static void ep_reset_head(struct conn *c)
@@ -1213,6 +1316,18 @@ static void dispatch(struct conn *c)
             ep_reset_head(c);
         else
             resp_text(c, 200, "ok\n");
+    } else if (strcmp(p, "/overload") == 0) {
+        ep_overload(c);
+    } else if (strcmp(p, "/overload/stats") == 0) {
+        snprintf(v, sizeof(v), "peak=%" PRIu64 " rejected=%" PRIu64 " served=%" PRIu64 "\n",
+                 ovl_peak, ovl_rejected, ovl_served);
+        resp_text(c, 200, v);
+        return; /* observing /overload is not a request to count */
+    } else if (strcmp(p, "/overload/reset") == 0) {
+        /* The slots in use stay counted: those requests are still waiting. */
+        ovl_peak = ovl_rejected = ovl_served = 0;
+        resp_text(c, 200, "reset\n");
+        return;
     } else if (strcmp(p, "/close-after") == 0) {
         resp_text(c, 200, "ok\n");
         c->resp.after = AFTER_CLOSE;
@@ -1469,6 +1584,21 @@ static int read_body(struct conn *c)
 
 /* ---- the connection state machine ----------------------------------------------------- */
 
+/*
+ * ST_CUTWAIT: reset once the peer has acknowledged every byte sent. SO_LINGER 0 discards the
+ * send queue, so resetting as soon as send() took the bytes would deliver fewer than the cut
+ * promises whenever the client reads slower than we write. Polled every millisecond; a peer
+ * that neither reads nor hangs up keeps the connection here, as ST_STALL would.
+ */
+static void cut_check(struct conn *c)
+{
+    int unacked = 0;
+    if (ioctl(c->fd, SIOCOUTQ, &unacked) < 0 || unacked == 0)
+        conn_reset(c);
+    else
+        timer_set(c, 1);
+}
+
 static void conn_after_response(struct conn *c)
 {
     enum after a = c->resp.after;
@@ -1493,6 +1623,10 @@ static void conn_after_response(struct conn *c)
         break;
     case AFTER_RST:
         conn_reset(c);
+        break;
+    case AFTER_CUT:
+        conn_set_state(c, ST_CUTWAIT);
+        cut_check(c);
         break;
     case AFTER_STALL:
         conn_set_state(c, ST_STALL);
@@ -1558,6 +1692,15 @@ static void conn_drive(struct conn *c)
                 conn_update(c);
             return;
         case ST_DELAY:
+            if (c->eof && c->holds_slot) {
+                /* The client hung up on an /overload request: free the slot now rather than
+                 * at the end of the delay. A half-close looks the same and is treated alike. */
+                conn_close(c);
+                return;
+            }
+            conn_update(c);
+            return;
+        case ST_CUTWAIT:
         case ST_DRAIN:
         case ST_SILENT:
             conn_update(c);
@@ -1570,8 +1713,15 @@ static void conn_on_timer(struct conn *c)
 {
     switch (c->state) {
     case ST_DELAY:
+        if (c->holds_slot) {
+            overload_release(c);
+            ovl_served++;
+        }
         resp_text(c, 200, "ok\n");
         conn_drive(c);
+        break;
+    case ST_CUTWAIT:
+        cut_check(c);
         break;
     case ST_WRITE:
         c->drip_wait = false;
