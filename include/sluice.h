@@ -176,7 +176,7 @@ struct sl__queue {
 
 struct sl__wheel {
     uint64_t last_run;                 /* every slot before this ms has run */
-    uint64_t seq;                      /* arming sequence, for tie ordering */
+    uint32_t seq;                      /* last arming sequence handed out */
     uint64_t occupied[SL__WHEEL_LEVELS]; /* bit s set: slot s is non-empty */
     struct sl__queue due;              /* armed with a deadline already past */
     struct sl__queue slots[SL__WHEEL_LEVELS][SL__WHEEL_SLOTS];
@@ -397,16 +397,16 @@ void sl_io_ref(sl_io_t *io);
 typedef void (*sl_timer_cb)(sl_timer_t *t);
 
 struct sl_timer_s {
-    void *data; /* user context */
-    /* private */
-    sl_loop_t *loop;
-    sl_timer_cb cb;
-    uint64_t deadline; /* ms, on the loop clock */
-    uint64_t repeat;   /* ms, 0 = one-shot */
-    uint64_t seq;      /* arming order */
+    /* private; the fields that arming and stopping touch come first, in 56 bytes */
     struct sl__queue node;
-    int32_t where;     /* SL__TIMER_* or a slot index (level * 64 + slot) */
-    uint32_t flags;
+    uint64_t deadline; /* ms, on the loop clock */
+    sl_loop_t *loop;
+    uint64_t repeat; /* ms, 0 = one-shot */
+    sl_timer_cb cb;
+    uint32_t seq;  /* arming order (the wheel renumbers live timers before it wraps) */
+    int16_t where; /* SL__TIMER_* or a slot index (level * 64 + slot) */
+    uint16_t flags;
+    void *data; /* user context */
 };
 
 /* Prepare a timer; it is inactive. Cannot fail. */
@@ -418,7 +418,9 @@ void sl_timer_init(sl_loop_t *loop, sl_timer_t *t, sl_timer_cb cb);
  * the loop's current time (as libuv does: a late loop does not cause a burst
  * of catch-up calls), so the callback may stop it, re-arm it or free its
  * memory.
- * O(1), never allocates. Returns 0 or SL_EINVAL (no callback). */
+ * O(1), never allocates (once every 2^32 arms of a loop, the arm first
+ * renumbers the armed timers' 32-bit sequences: O(n log n) for n armed timers).
+ * Returns 0 or SL_EINVAL (no callback). */
 int sl_timer_start(sl_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms);
 
 /* Disarm. Safe on an inactive timer and from any callback. O(1). */

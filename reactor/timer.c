@@ -10,8 +10,9 @@
  * exact deadline. So a timer fires at the first collect whose `now` has reached its deadline:
  * never early, and never late because of the wheel (lateness is the loop's: other callbacks and
  * the poll resolution). Deadlines already behind last_run wait on the `due` list for the next
- * collect. Batches are handed out by (deadline, arming sequence). Arm, re-arm and stop are O(1)
- * and never allocate; a re-arm within the same slot only rewrites the deadline (Linux mod_timer).
+ * collect. Batches are handed out by (deadline, arming sequence); the 32-bit sequence is
+ * renumbered before it wraps. Arm, re-arm and stop are O(1) and never allocate; a re-arm within
+ * the same slot only rewrites the deadline (Linux mod_timer).
  */
 #include "reactor-int.h"
 
@@ -19,6 +20,10 @@
 #include <string.h>
 
 #define WHEEL_MASK (SL__WHEEL_SLOTS - 1u)
+
+/* One cache line per timer on LP64: a million armed timers are 64 MB that arming and stopping
+ * stream through, so every byte shows at that scale (bench-timers). */
+_Static_assert(sizeof(void *) != 8 || sizeof(sl_timer_t) == 64, "sl_timer_t outgrew 64 bytes");
 
 /* Shifts by 64 or more are undefined in C, and the top level's group ends at bit 66. */
 static inline uint64_t shr64(uint64_t x, unsigned n)
@@ -99,7 +104,7 @@ static inline void wheel_link(struct sl__wheel *w, sl_timer_t *t)
     unsigned lv, s;
 
     assert(!sl__queue_linked(&t->node));
-    t->where = where;
+    t->where = (int16_t)where;
     if (where == SL__TIMER_DUE) {
         sl__queue_insert_tail(&w->due, &t->node);
         return;
@@ -344,11 +349,44 @@ static bool timer_counted(const sl_timer_t *t)
     return !(t->flags & (SL__F_UNREF | SL__F_INTERNAL));
 }
 
+static void list_renumber(struct sl__queue *q, uint32_t *seq)
+{
+    if (sl__queue_empty(q))
+        return;
+    batch_sort(q);
+    for (struct sl__queue *p = q->next; p != q; p = p->next)
+        node_timer(p)->seq = ++*seq;
+}
+
+/*
+ * Hand out arming sequences from 1 again once the 32-bit counter is spent (every 2^32 arms), so
+ * that sequences never wrap. Sequences are only compared between timers with the same deadline,
+ * and those always share one list (a wheel slot, or the due list: the due list holds deadlines
+ * before last_run and slots hold none), so sorting each list by (deadline, seq) and numbering
+ * the lists one after the other keeps every comparison that can still happen. A batch being
+ * fired is already sorted and is never compared again. O(n log n) for n armed timers, once per
+ * 2^32 arms; it allocates nothing.
+ */
+static void wheel_renumber(struct sl__wheel *w)
+{
+    uint32_t seq = 0;
+
+    list_renumber(&w->due, &seq);
+    for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++)
+        for (unsigned s = 0; s < SL__WHEEL_SLOTS; s++)
+            if (w->occupied[lv] & (UINT64_C(1) << s))
+                list_renumber(&w->slots[lv][s], &seq);
+    assert(seq < UINT32_MAX);
+    w->seq = seq;
+}
+
 /* (Re-)arm `t` at `deadline` with a fresh arming sequence. A timer already in the slot where the
  * new deadline belongs stays linked where it is (Linux mod_timer): the collector sorts each
  * batch by deadline and sequence, so its position in the slot does not matter. */
 static void timer_arm(struct sl__wheel *w, sl_timer_t *t, uint64_t deadline)
 {
+    if (w->seq == UINT32_MAX)
+        wheel_renumber(w);
     t->seq = ++w->seq;
     if (t->where != SL__TIMER_IDLE) {
         if (t->where != SL__TIMER_EXPIRED && wheel_where(w, deadline) == t->where) {

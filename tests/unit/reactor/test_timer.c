@@ -884,6 +884,109 @@ START_TEST(wheel_rearm_same_slot)
 }
 END_TEST
 
+/* ---- 32-bit arming sequences -------------------------------------------------------------- */
+
+/* The sequence counter runs out between arms: every list is renumbered from 1, keeping the
+ * arming order of equal deadlines, including an in-place re-arm (slot position older than its
+ * sequence) and the due list. */
+START_TEST(wheel_seq_renumber)
+{
+    struct sl__wheel w;
+    struct wt a, b, c, e, v1, v2;
+    struct wt *out[8];
+
+    sl__wheel_init(&w, 0);
+    w.seq = UINT32_MAX - 5;
+    ck_assert_uint_eq(wheel_fire(&w, 100, NULL, 0), 0); /* last_run 101 */
+    wt_init(&a);
+    wt_init(&b);
+    wt_init(&c);
+    wt_init(&e);
+    wt_init(&v1);
+    wt_init(&v2);
+    timer_arm(&w, &a.t, 1000);
+    timer_arm(&w, &b.t, 1000);
+    timer_arm(&w, &v1.t, 50); /* behind last_run: the due list */
+    timer_arm(&w, &c.t, 1010);
+    timer_arm(&w, &a.t, 1000); /* in place, now after b */
+    ck_assert_uint_eq(a.t.seq, UINT32_MAX);
+    ck_assert_ptr_eq(a.t.node.next, &b.t.node);
+    timer_arm(&w, &v2.t, 50); /* renumbers first */
+    ck_assert_int_eq(v2.t.where, SL__TIMER_DUE);
+    ck_assert_uint_eq(v1.t.seq, 1);
+    ck_assert_uint_eq(v2.t.seq, 5);
+    ck_assert_uint_lt(b.t.seq, a.t.seq);
+    timer_arm(&w, &e.t, 1000);
+    ck_assert_uint_eq(e.t.seq, 6);
+    ck_assert_uint_eq(w.seq, 6);
+
+    ck_assert_uint_eq(wheel_fire(&w, 1010, out, 8), 6);
+    ck_assert_ptr_eq(out[0], &v1);
+    ck_assert_ptr_eq(out[1], &v2);
+    ck_assert_ptr_eq(out[2], &b);
+    ck_assert_ptr_eq(out[3], &a);
+    ck_assert_ptr_eq(out[4], &e);
+    ck_assert_ptr_eq(out[5], &c);
+    ck_assert(sl__wheel_empty(&w));
+}
+END_TEST
+
+/* The same at random: many timers over few deadlines (ties everywhere), re-armed in place or
+ * moved, across several renumberings, and fired in (deadline, arming order) as recorded apart
+ * from the sequences. */
+struct st {
+    struct wt w;
+    uint64_t armed; /* arming order, independent of the wheel's sequence */
+};
+
+START_TEST(wheel_seq_renumber_random)
+{
+    enum { N = 5000, ARMS = 40000 };
+    struct sl__wheel w;
+    struct st *ts = calloc(N, sizeof(*ts));
+    struct wt **out = malloc(N * sizeof(*out));
+    uint64_t armed = 0, now = 1000, last_deadline = 0, last_armed = 0;
+    size_t live = 0, total = 0, renumbered = 0;
+
+    ck_assert(ts != NULL && out != NULL);
+    rng_seed(42);
+    sl__wheel_init(&w, now);
+    for (size_t i = 0; i < N; i++)
+        wt_init(&ts[i].w);
+    w.seq = UINT32_MAX - 1000;
+    for (size_t k = 0; k < ARMS; k++) {
+        struct st *x = &ts[rng_below(N)];
+        uint32_t before = w.seq;
+
+        if (x->w.t.where == SL__TIMER_IDLE)
+            live++;
+        timer_arm(&w, &x->w.t, now + 1 + rng_below(8) * 50); /* 8 deadlines */
+        x->armed = ++armed;
+        if (x->w.t.seq < before)
+            renumbered++;
+        if (k % 10000 == 9999) /* run the counter out again */
+            w.seq = UINT32_MAX - (uint32_t)rng_below(3000);
+    }
+    ck_assert_uint_ge(renumbered, 4);
+    for (uint64_t t = now + 1; t <= now + 1 + 7 * 50; t += 50) {
+        size_t n = wheel_fire(&w, t, out, N);
+        for (size_t i = 0; i < n; i++) {
+            struct st *x = sl__container_of(out[i], struct st, w);
+            if (total + i > 0)
+                must(x->w.t.deadline > last_deadline ||
+                     (x->w.t.deadline == last_deadline && x->armed > last_armed));
+            last_deadline = x->w.t.deadline;
+            last_armed = x->armed;
+        }
+        total += n;
+    }
+    ck_assert_uint_eq(total, live);
+    ck_assert(sl__wheel_empty(&w));
+    free(out);
+    free(ts);
+}
+END_TEST
+
 /* Through the public API: a re-arm updates the deadline reported and used. */
 START_TEST(timer_rearm_updates_deadline)
 {
@@ -1104,6 +1207,8 @@ static Suite *timer_suite(void)
     tcase_add_test(wheel, wheel_rearm_same_slot);
     tcase_add_test(wheel, wheel_next_never_after_earliest);
     tcase_add_test(wheel, wheel_clock_backwards);
+    tcase_add_test(wheel, wheel_seq_renumber);
+    tcase_add_test(wheel, wheel_seq_renumber_random);
     tcase_add_test(api, timer_order_in_callbacks);
     tcase_add_test(api, timer_never_fires_early_random);
     tcase_add_test(api, timer_cancel_inside_callback);
