@@ -174,12 +174,21 @@ struct sl__queue {
 #define SL__WHEEL_SLOTS (1u << SL__WHEEL_BITS)
 #define SL__WHEEL_LEVELS 11
 
+/* One wheel slot (private): its timers in order of arrival, NULL where one was stopped. */
+struct sl__slot {
+    struct sl_timer_s **timers;
+    uint32_t len;  /* entries in use, holes included */
+    uint32_t cap;  /* entries allocated */
+    uint32_t live; /* non-NULL entries */
+};
+
 struct sl__wheel {
     uint64_t last_run;                 /* every slot before this ms has run */
+    uint64_t occupied[SL__WHEEL_LEVELS]; /* bit s set: slot s has live timers */
     uint32_t seq;                      /* last arming sequence handed out */
-    uint64_t occupied[SL__WHEEL_LEVELS]; /* bit s set: slot s is non-empty */
     struct sl__queue due;              /* armed with a deadline already past */
-    struct sl__queue slots[SL__WHEEL_LEVELS][SL__WHEEL_SLOTS];
+    struct sl__queue overflow;         /* armed when a slot array could not grow */
+    struct sl__slot slots[SL__WHEEL_LEVELS][SL__WHEEL_SLOTS];
 };
 
 typedef struct sl_loop_s sl_loop_t;
@@ -398,13 +407,16 @@ typedef void (*sl_timer_cb)(sl_timer_t *t);
 
 struct sl_timer_s {
     /* private; the fields that arming and stopping touch come first, in 56 bytes */
-    struct sl__queue node;
+    union {
+        uint32_t index;        /* in a wheel slot: position in the slot's array */
+        struct sl__queue node; /* on the due list, the overflow list or a batch being fired */
+    } link;
     uint64_t deadline; /* ms, on the loop clock */
     sl_loop_t *loop;
     uint64_t repeat; /* ms, 0 = one-shot */
     sl_timer_cb cb;
-    uint32_t seq;  /* arming order (the wheel renumbers live timers before it wraps) */
-    int16_t where; /* SL__TIMER_* or a slot index (level * 64 + slot) */
+    uint32_t seq;  /* arming order (the wheel renumbers armed timers before it wraps) */
+    int16_t where; /* SL__TIMER_* or a slot number (level * 64 + slot) */
     uint16_t flags;
     void *data; /* user context */
 };

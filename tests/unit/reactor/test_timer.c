@@ -157,6 +157,7 @@ static void wheel_random_run(uint64_t base, size_t n, unsigned span_bits, unsign
         must(ts[i].fired == 1 && ts[i].fired_at >= ts[i].t.deadline);
     ck_assert(sl__wheel_empty(w));
     ck_assert_uint_eq(sl__wheel_next(w), UINT64_MAX);
+    sl__wheel_free(w);
     free(sorted);
     free(ts);
     free(w);
@@ -331,6 +332,7 @@ START_TEST(wheel_order_deadline_then_seq)
     for (size_t i = 0; i < 7; i++)
         ck_assert_ptr_eq(out[i], &y[i]);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -708,6 +710,7 @@ START_TEST(wheel_wraparound_level_boundaries)
     ck_assert_uint_eq(wheel_fire(&w, (UINT64_C(1) << 36) + 5, NULL, 0), 1);
 
     /* the top level: shifts of 66 bits must not wrap */
+    sl__wheel_free(&w);
     sl__wheel_init(&w, 0);
     wt_init(&a);
     wt_init(&b);
@@ -742,6 +745,7 @@ START_TEST(wheel_wraparound_level_boundaries)
     timer_arm(&w, &a.t, UINT64_MAX);
     ck_assert_uint_eq(wheel_fire(&w, UINT64_MAX, NULL, 0), 1);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -836,7 +840,7 @@ START_TEST(wheel_rearm_same_slot)
     struct sl__wheel w;
     struct wt a, b, c;
     struct wt *out[4];
-    struct sl__queue *a_next;
+    uint32_t a_index;
     int32_t where;
 
     sl__wheel_init(&w, 0);
@@ -848,14 +852,14 @@ START_TEST(wheel_rearm_same_slot)
     ck_assert_int_eq(a.t.where, 1 * SL__WHEEL_SLOTS + 15);
     ck_assert_int_eq(b.t.where, a.t.where);
     where = a.t.where;
-    a_next = a.t.node.next;
-    ck_assert_ptr_eq(a_next, &b.t.node);
+    a_index = a.t.link.index;
+    ck_assert_uint_eq(b.t.link.index, a_index + 1);
 
-    /* same slot: deadline and sequence change, the node stays where it is */
+    /* same slot: deadline and sequence change, the entry stays where it is */
     timer_arm(&w, &a.t, 1010);
     ck_assert_int_eq(a.t.where, where);
     ck_assert_uint_eq(a.t.deadline, 1010);
-    ck_assert_ptr_eq(a.t.node.next, a_next);
+    ck_assert_uint_eq(a.t.link.index, a_index);
     ck_assert_uint_gt(a.t.seq, b.t.seq);
 
     /* another slot: it moves */
@@ -881,6 +885,7 @@ START_TEST(wheel_rearm_same_slot)
     ck_assert_uint_eq(a.t.deadline, 7);
     ck_assert_uint_eq(wheel_fire(&w, 2001, NULL, 0), 1);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -910,7 +915,7 @@ START_TEST(wheel_seq_renumber)
     timer_arm(&w, &c.t, 1010);
     timer_arm(&w, &a.t, 1000); /* in place, now after b */
     ck_assert_uint_eq(a.t.seq, UINT32_MAX);
-    ck_assert_ptr_eq(a.t.node.next, &b.t.node);
+    ck_assert_uint_lt(a.t.link.index, b.t.link.index);
     timer_arm(&w, &v2.t, 50); /* renumbers first */
     ck_assert_int_eq(v2.t.where, SL__TIMER_DUE);
     ck_assert_uint_eq(v1.t.seq, 1);
@@ -928,6 +933,7 @@ START_TEST(wheel_seq_renumber)
     ck_assert_ptr_eq(out[4], &e);
     ck_assert_ptr_eq(out[5], &c);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -982,6 +988,7 @@ START_TEST(wheel_seq_renumber_random)
     }
     ck_assert_uint_eq(total, live);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
     free(out);
     free(ts);
 }
@@ -1086,6 +1093,10 @@ START_TEST(wheel_next_never_after_earliest)
         else
             must(next == UINT64_MAX);
     }
+    for (int j = 0; j < N; j++)
+        sl__wheel_unlink(&w, &ts[j].t);
+    ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -1119,6 +1130,7 @@ START_TEST(wheel_clock_backwards)
     ck_assert_uint_eq(wheel_fire(&w, 10050, NULL, 0), 1);
     ck_assert_uint_eq(a.fired, 1);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
