@@ -22,6 +22,11 @@
 
 #define WHEEL_MASK (SL__WHEEL_SLOTS - 1u)
 
+/* Slot arrays grow with this; the unit tests substitute one that fails. */
+#ifndef SL__TIMER_REALLOC
+#define SL__TIMER_REALLOC realloc
+#endif
+
 /* One cache line per timer on LP64: a million armed timers are 64 MB that arming and stopping
  * stream through, so every byte shows at that scale (bench-timers). */
 _Static_assert(sizeof(void *) != 8 || sizeof(sl_timer_t) == 64, "sl_timer_t outgrew 64 bytes");
@@ -146,7 +151,7 @@ static bool slot_make_room(struct sl__slot *sl)
         return true;
     }
     cap = sl->cap == 0 ? 8 : sl->cap * 2;
-    bigger = cap > sl->cap ? realloc(sl->timers, (size_t)cap * sizeof(*bigger)) : NULL;
+    bigger = cap > sl->cap ? SL__TIMER_REALLOC(sl->timers, (size_t)cap * sizeof(*bigger)) : NULL;
     if (bigger != NULL) {
         sl->timers = bigger;
         sl->cap = cap;
