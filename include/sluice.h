@@ -188,7 +188,7 @@ struct sl__wheel {
     uint32_t seq;                      /* last arming sequence handed out */
     struct sl__queue due;              /* armed with a deadline already past */
     struct sl__queue overflow;         /* armed when a slot array could not grow */
-    struct sl__slot slots[SL__WHEEL_LEVELS][SL__WHEEL_SLOTS];
+    struct sl__slot slots[SL__WHEEL_LEVELS * SL__WHEEL_SLOTS]; /* by slot number */
 };
 
 typedef struct sl_loop_s sl_loop_t;

@@ -95,7 +95,7 @@ void sl__wheel_free(struct sl__wheel *w)
 {
     for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++) {
         for (unsigned s = 0; s < SL__WHEEL_SLOTS; s++) {
-            struct sl__slot *sl = &w->slots[lv][s];
+            struct sl__slot *sl = &w->slots[lv * SL__WHEEL_SLOTS + s];
             if (sl->live != 0)
                 continue;
             free(sl->timers);
@@ -177,12 +177,34 @@ static void slot_reset(struct sl__slot *sl)
     }
 }
 
+static inline void slot_append(struct sl__wheel *w, struct sl__slot *sl, sl_timer_t *t,
+                               int32_t where)
+{
+    t->where = (int16_t)where;
+    t->link.index = sl->len;
+    sl->timers[sl->len++] = t;
+    sl->live++;
+    w->occupied[(unsigned)where / SL__WHEEL_SLOTS] |= UINT64_C(1)
+                                                      << ((unsigned)where % SL__WHEEL_SLOTS);
+}
+
+/* wheel_link() into a full slot array; kept out of line so that the common path stays small. */
+static __attribute__((noinline)) void wheel_link_full(struct sl__wheel *w, struct sl__slot *sl,
+                                                      sl_timer_t *t, int32_t where)
+{
+    if (slot_make_room(sl)) {
+        slot_append(w, sl, t, where);
+        return;
+    }
+    t->where = SL__TIMER_OVERFLOW;
+    sl__queue_insert_tail(&w->overflow, &t->link.node);
+}
+
 /* The bodies of sl__wheel_link() and sl__wheel_unlink(), inlined into the arming paths. */
 static inline void wheel_link(struct sl__wheel *w, sl_timer_t *t)
 {
     int32_t where = wheel_where(w, t->deadline);
     struct sl__slot *sl;
-    unsigned lv, s;
 
     assert(t->where == SL__TIMER_IDLE);
     if (where == SL__TIMER_DUE) {
@@ -190,19 +212,12 @@ static inline void wheel_link(struct sl__wheel *w, sl_timer_t *t)
         sl__queue_insert_tail(&w->due, &t->link.node);
         return;
     }
-    lv = (unsigned)where / SL__WHEEL_SLOTS;
-    s = (unsigned)where % SL__WHEEL_SLOTS;
-    sl = &w->slots[lv][s];
-    if (sl->len == sl->cap && !slot_make_room(sl)) {
-        t->where = SL__TIMER_OVERFLOW;
-        sl__queue_insert_tail(&w->overflow, &t->link.node);
+    sl = &w->slots[where];
+    if (__builtin_expect(sl->len == sl->cap, 0)) {
+        wheel_link_full(w, sl, t, where);
         return;
     }
-    t->where = (int16_t)where;
-    t->link.index = sl->len;
-    sl->timers[sl->len++] = t;
-    sl->live++;
-    w->occupied[lv] |= UINT64_C(1) << s;
+    slot_append(w, sl, t, where);
 }
 
 /* A stopped timer leaves a hole (NULL) in its slot array and touches nothing else: no
@@ -214,13 +229,13 @@ static inline void wheel_unlink(struct sl__wheel *w, sl_timer_t *t)
 
     t->where = SL__TIMER_IDLE;
     if (where >= 0) {
-        unsigned lv = (unsigned)where / SL__WHEEL_SLOTS, s = (unsigned)where % SL__WHEEL_SLOTS;
-        struct sl__slot *sl = &w->slots[lv][s];
+        struct sl__slot *sl = &w->slots[where];
         uint32_t i = t->link.index;
 
-        assert(i < sl->len && sl->timers[i] == t);
+        assert(sl->timers[i] == t);
         sl->timers[i] = NULL;
         if (--sl->live == 0) {
+            unsigned lv = (unsigned)where / SL__WHEEL_SLOTS, s = (unsigned)where % SL__WHEEL_SLOTS;
             sl->len = 0;
             w->occupied[lv] &= ~(UINT64_C(1) << s);
         } else if (i + 1 == sl->len) {
@@ -394,7 +409,7 @@ void sl__wheel_collect(struct sl__wheel *w, uint64_t now_ms, struct sl__queue *e
         if (lv == 0 ? start > now_ms : start > limit)
             break;
         w->last_run = start;
-        sl = &w->slots[lv][s];
+        sl = &w->slots[lv * SL__WHEEL_SLOTS + s];
         w->occupied[lv] &= ~(UINT64_C(1) << s);
         timers = sl->timers;
         len = sl->len;
@@ -477,7 +492,7 @@ uint64_t sl__wheel_next(const struct sl__wheel *w)
  * A batch being fired is already sorted and is never compared again. O(n log n) for n armed
  * timers, once per 2^32 arms.
  */
-static void wheel_renumber(struct sl__wheel *w)
+static __attribute__((noinline)) void wheel_renumber(struct sl__wheel *w)
 {
     struct sl__queue all;
     uint32_t seq = 0;
@@ -487,7 +502,7 @@ static void wheel_renumber(struct sl__wheel *w)
     sl__queue_move(&w->overflow, &all);
     for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++) {
         for (unsigned s = 0; s < SL__WHEEL_SLOTS; s++) {
-            struct sl__slot *sl = &w->slots[lv][s];
+            struct sl__slot *sl = &w->slots[lv * SL__WHEEL_SLOTS + s];
             for (uint32_t i = 0; i < sl->len; i++)
                 if (sl->timers[i] != NULL)
                     sl__queue_insert_tail(&all, &sl->timers[i]->link.node);
@@ -520,7 +535,7 @@ static bool timer_counted(const sl_timer_t *t)
  * batch by deadline and sequence, so its position in the slot does not matter. */
 static void timer_arm(struct sl__wheel *w, sl_timer_t *t, uint64_t deadline)
 {
-    if (w->seq == UINT32_MAX)
+    if (__builtin_expect(w->seq == UINT32_MAX, 0))
         wheel_renumber(w);
     t->seq = ++w->seq;
     if (t->where != SL__TIMER_IDLE) {

@@ -1025,7 +1025,7 @@ START_TEST(wheel_slot_holes_and_compaction)
         wt_init(&x[i]);
         timer_arm(&w, &x[i].t, 1000 + (uint64_t)(i % 4)); /* all in level-1 slot 15 */
     }
-    sl = &w.slots[1][15];
+    sl = &w.slots[1 * SL__WHEEL_SLOTS + 15];
     ck_assert_uint_eq(sl->len, N);
     ck_assert_uint_eq(sl->cap, N);
     /* stop the last two: the array shrinks back over them */
