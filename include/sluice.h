@@ -391,7 +391,10 @@ void sl_io_ref(sl_io_t *io);
 
 /*
  * Timers live in a hierarchical timing wheel (1 ms granules, 11 levels of
- * 64 slots): arming, stopping and re-arming are O(1) and never allocate.
+ * 64 slots): arming, stopping and re-arming are O(1) (amortized), and none
+ * of them can fail for lack of memory. A slot is a loop-owned array of
+ * pointers to its timers, so a 64-byte sl_timer_t is all the caller
+ * provides.
  *
  * Guarantees: a timer never fires before `sl_loop_now() >= deadline`, where
  * deadline = sl_loop_now() at arming + timeout. It fires in the first loop
@@ -430,12 +433,17 @@ void sl_timer_init(sl_loop_t *loop, sl_timer_t *t, sl_timer_cb cb);
  * the loop's current time (as libuv does: a late loop does not cause a burst
  * of catch-up calls), so the callback may stop it, re-arm it or free its
  * memory.
- * O(1), never allocates (once every 2^32 arms of a loop, the arm first
- * renumbers the armed timers' 32-bit sequences: O(n log n) for n armed timers).
+ * O(1) amortized: it may grow the array of the wheel slot the timer goes to;
+ * if that allocation fails, the timer goes on an overflow list that each
+ * loop iteration scans instead, so arming never fails for lack of memory.
+ * Once every 2^32 arms of a loop, the arm first renumbers the armed timers'
+ * 32-bit arming sequences (O(n log n) for n armed timers).
  * Returns 0 or SL_EINVAL (no callback). */
 int sl_timer_start(sl_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms);
 
-/* Disarm. Safe on an inactive timer and from any callback. O(1). */
+/* Disarm. Safe on an inactive timer and from any callback. O(1). Nothing
+ * refers to a stopped (or fired one-shot) timer: its memory may be freed at
+ * once. */
 void sl_timer_stop(sl_timer_t *t);
 
 /* Re-arm a repeating timer `repeat` ms from now; SL_EINVAL if it has no

@@ -11,8 +11,15 @@
  * never early, and never late because of the wheel (lateness is the loop's: other callbacks and
  * the poll resolution). Deadlines already behind last_run wait on the `due` list for the next
  * collect. Batches are handed out by (deadline, arming sequence); the 32-bit sequence is
- * renumbered before it wraps. Arm, re-arm and stop are O(1) and never allocate; a re-arm within
- * the same slot only rewrites the deadline (Linux mod_timer).
+ * renumbered before it wraps.
+ *
+ * A slot is an array of timer pointers in order of arrival, owned by the wheel; each timer
+ * keeps its index. Stopping a timer writes NULL into its entry and touches nothing else (with
+ * an intrusive list it would write into its neighbours, cold cache lines once there are a
+ * million timers), so its memory may be freed at once. Arrays are trimmed over trailing holes,
+ * compacted when half holes, doubled otherwise; if an array cannot grow, the timer waits on an
+ * overflow list that every collect scans. Arm, re-arm and stop are O(1) amortized and cannot
+ * fail; a re-arm within the same slot only rewrites the deadline (Linux mod_timer).
  */
 #include "reactor-int.h"
 
@@ -93,16 +100,14 @@ void sl__wheel_init(struct sl__wheel *w, uint64_t now_ms)
  * array: stopping them later must not touch freed memory. */
 void sl__wheel_free(struct sl__wheel *w)
 {
-    for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++) {
-        for (unsigned s = 0; s < SL__WHEEL_SLOTS; s++) {
-            struct sl__slot *sl = &w->slots[lv * SL__WHEEL_SLOTS + s];
-            if (sl->live != 0)
-                continue;
-            free(sl->timers);
-            sl->timers = NULL;
-            sl->cap = 0;
-            sl->len = 0;
-        }
+    for (size_t i = 0; i < SL__ARRAY_SIZE(w->slots); i++) {
+        struct sl__slot *sl = &w->slots[i];
+        if (sl->live != 0)
+            continue;
+        free(sl->timers);
+        sl->timers = NULL;
+        sl->cap = 0;
+        sl->len = 0;
     }
 }
 
