@@ -183,11 +183,11 @@ struct sl__slot {
 };
 
 struct sl__wheel {
-    uint64_t last_run;                 /* every slot before this ms has run */
+    uint64_t last_run;                   /* every slot before this ms has run */
     uint64_t occupied[SL__WHEEL_LEVELS]; /* bit s set: slot s has live timers */
-    uint32_t seq;                      /* last arming sequence handed out */
-    struct sl__queue due;              /* armed with a deadline already past */
-    struct sl__queue overflow;         /* armed when a slot array could not grow */
+    uint32_t seq;                        /* last arming sequence handed out */
+    struct sl__queue due;                /* armed with a deadline already past */
+    struct sl__queue overflow;           /* armed when a slot array could not grow */
     struct sl__slot slots[SL__WHEEL_LEVELS * SL__WHEEL_SLOTS]; /* by slot number */
 };
 

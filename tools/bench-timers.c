@@ -655,8 +655,8 @@ static int check_targets(int rounds, size_t min_ops)
     range(growth, rounds, &lo, &hi);
     printf("bench=timers check=growth impl=wheel op=arm_stop n1=10000 n2=1000000 ns1=%.1f "
            "ns2=%.1f ratio=%.2f min=%.2f max=%.2f rounds=%d target=1.50 result=%s\n",
-           median(ns[SMALL][IMPL_WHEEL], rounds), median(ns[LARGE][IMPL_WHEEL], rounds), g, lo,
-           hi, rounds, g <= 1.5 ? "pass" : "fail");
+           median(ns[SMALL][IMPL_WHEEL], rounds), median(ns[LARGE][IMPL_WHEEL], rounds), g, lo, hi,
+           rounds, g <= 1.5 ? "pass" : "fail");
     /* How much of the growth is the memory of the timers themselves: the floor at 1M over the
      * wheel at 10k is the least growth possible while the floor exceeds the in-cache cost. */
     g = median(bound, rounds);
