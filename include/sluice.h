@@ -176,12 +176,21 @@ struct sl__queue {
 #define SL__WHEEL_SLOTS (1u << SL__WHEEL_BITS)
 #define SL__WHEEL_LEVELS 11
 
+/* One wheel slot (private): its timers in order of arrival, NULL where one was stopped. */
+struct sl__slot {
+    struct sl_timer_s **timers;
+    uint32_t len;  /* entries in use, holes included */
+    uint32_t cap;  /* entries allocated */
+    uint32_t live; /* non-NULL entries */
+};
+
 struct sl__wheel {
-    uint64_t last_run;                 /* every slot before this ms has run */
-    uint64_t seq;                      /* arming sequence, for tie ordering */
-    uint64_t occupied[SL__WHEEL_LEVELS]; /* bit s set: slot s is non-empty */
-    struct sl__queue due;              /* armed with a deadline already past */
-    struct sl__queue slots[SL__WHEEL_LEVELS][SL__WHEEL_SLOTS];
+    uint64_t last_run;                   /* every slot before this ms has run */
+    uint64_t occupied[SL__WHEEL_LEVELS]; /* bit s set: slot s has live timers */
+    uint32_t seq;                        /* last arming sequence handed out */
+    struct sl__queue due;                /* armed with a deadline already past */
+    struct sl__queue overflow;           /* armed when a slot array could not grow */
+    struct sl__slot slots[SL__WHEEL_LEVELS * SL__WHEEL_SLOTS]; /* by slot number */
 };
 
 typedef struct sl_loop_s sl_loop_t;
@@ -384,7 +393,10 @@ void sl_io_ref(sl_io_t *io);
 
 /*
  * Timers live in a hierarchical timing wheel (1 ms granules, 11 levels of
- * 64 slots): arming, stopping and re-arming are O(1) and never allocate.
+ * 64 slots): arming, stopping and re-arming are O(1) (amortized), and none
+ * of them can fail for lack of memory. A slot is a loop-owned array of
+ * pointers to its timers, so a 64-byte sl_timer_t is all the caller
+ * provides.
  *
  * Guarantees: a timer never fires before `sl_loop_now() >= deadline`, where
  * deadline = sl_loop_now() at arming + timeout. It fires in the first loop
@@ -399,16 +411,19 @@ void sl_io_ref(sl_io_t *io);
 typedef void (*sl_timer_cb)(sl_timer_t *t);
 
 struct sl_timer_s {
-    void *data; /* user context */
-    /* private */
-    sl_loop_t *loop;
-    sl_timer_cb cb;
+    /* private; the fields that arming and stopping touch come first, in 56 bytes */
+    union {
+        uint32_t index;        /* in a wheel slot: position in the slot's array */
+        struct sl__queue node; /* on the due list, the overflow list or a batch being fired */
+    } link;
     uint64_t deadline; /* ms, on the loop clock */
-    uint64_t repeat;   /* ms, 0 = one-shot */
-    uint64_t seq;      /* arming order */
-    struct sl__queue node;
-    int32_t where;     /* SL__TIMER_* or a slot index (level * 64 + slot) */
-    uint32_t flags;
+    sl_loop_t *loop;
+    uint64_t repeat; /* ms, 0 = one-shot */
+    sl_timer_cb cb;
+    uint32_t seq;  /* arming order (the wheel renumbers armed timers before it wraps) */
+    int16_t where; /* SL__TIMER_* or a slot number (level * 64 + slot) */
+    uint16_t flags;
+    void *data; /* user context */
 };
 
 /* Prepare a timer; it is inactive. Cannot fail. */
@@ -420,10 +435,17 @@ void sl_timer_init(sl_loop_t *loop, sl_timer_t *t, sl_timer_cb cb);
  * the loop's current time (as libuv does: a late loop does not cause a burst
  * of catch-up calls), so the callback may stop it, re-arm it or free its
  * memory.
- * O(1), never allocates. Returns 0 or SL_EINVAL (no callback). */
+ * O(1) amortized: it may grow the array of the wheel slot the timer goes to;
+ * if that allocation fails, the timer goes on an overflow list that each
+ * loop iteration scans instead, so arming never fails for lack of memory.
+ * Once every 2^32 arms of a loop, the arm first renumbers the armed timers'
+ * 32-bit arming sequences (O(n log n) for n armed timers).
+ * Returns 0 or SL_EINVAL (no callback). */
 int sl_timer_start(sl_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms);
 
-/* Disarm. Safe on an inactive timer and from any callback. O(1). */
+/* Disarm. Safe on an inactive timer and from any callback. O(1). Nothing
+ * refers to a stopped (or fired one-shot) timer: its memory may be freed at
+ * once. */
 void sl_timer_stop(sl_timer_t *t);
 
 /* Re-arm a repeating timer `repeat` ms from now; SL_EINVAL if it has no

@@ -68,7 +68,7 @@ void sl_loop_set_clock(sl_loop_t *loop, sl_clock_fn fn, void *arg)
      * non-empty one keeps its deadlines and treats a backwards step as
      * "nothing is due yet". */
     if (sl__wheel_empty(&loop->wheel))
-        sl__wheel_init(&loop->wheel, loop->now_ms);
+        loop->wheel.last_run = loop->now_ms;
 }
 
 /* ---- init / close ------------------------------------------------------------ */
@@ -141,6 +141,7 @@ int sl_loop_close(sl_loop_t *loop)
     free(loop->fds);
     free(loop->dirty);
     free(loop->events);
+    sl__wheel_free(&loop->wheel);
     loop->fds = NULL;
     loop->dirty = NULL;
     loop->events = NULL;

@@ -140,15 +140,21 @@ void sl__workq_drain(sl_loop_t *loop);
 
 /* ---- the timer wheel (reactor/timer.c) ---------------------------------- */
 
-/* Timer `where` values other than slot indices. */
+/* Timer `where` values other than slot numbers. */
 #define SL__TIMER_IDLE (-1)
-#define SL__TIMER_DUE (-2)     /* on wheel->due: deadline < last_run */
-#define SL__TIMER_EXPIRED (-3) /* on a local expired list being fired */
+#define SL__TIMER_DUE (-2)      /* on wheel->due: deadline < last_run */
+#define SL__TIMER_EXPIRED (-3)  /* on a local expired list being fired */
+#define SL__TIMER_OVERFLOW (-4) /* on wheel->overflow: its slot array could not grow */
 
 void sl__wheel_init(struct sl__wheel *w, uint64_t now_ms);
-/* Insert `t` (whose deadline is set) into the wheel. O(1). */
+/* Free the slot arrays (of every slot without timers). */
+void sl__wheel_free(struct sl__wheel *w);
+/* Insert `t` (whose deadline is set) into the wheel. O(1) amortized; if a slot array cannot
+ * grow, the timer goes on the overflow list instead (scanned by every collect), so linking
+ * never fails. */
 void sl__wheel_link(struct sl__wheel *w, sl_timer_t *t);
-/* Remove `t` wherever it is (slot, due list or expired list). O(1). */
+/* Remove `t` wherever it is (slot, due, overflow or expired list). O(1); touches only `t` and
+ * its slot array's entry. */
 void sl__wheel_unlink(struct sl__wheel *w, sl_timer_t *t);
 /* Move every timer with deadline <= now onto `expired`, in order of
  * (deadline, seq), and advance the wheel so that timers linked afterwards

@@ -10,15 +10,33 @@
  * exact deadline. So a timer fires at the first collect whose `now` has reached its deadline:
  * never early, and never late because of the wheel (lateness is the loop's: other callbacks and
  * the poll resolution). Deadlines already behind last_run wait on the `due` list for the next
- * collect. Batches are handed out by (deadline, arming sequence). Arm, re-arm and stop are O(1)
- * and never allocate; a re-arm within the same slot only rewrites the deadline (Linux mod_timer).
+ * collect. Batches are handed out by (deadline, arming sequence); the 32-bit sequence is
+ * renumbered before it wraps.
+ *
+ * A slot is an array of timer pointers in order of arrival, owned by the wheel; each timer
+ * keeps its index. Stopping a timer writes NULL into its entry and touches nothing else (with
+ * an intrusive list it would write into its neighbours, cold cache lines once there are a
+ * million timers), so its memory may be freed at once. Arrays are trimmed over trailing holes,
+ * compacted when half holes, doubled otherwise; if an array cannot grow, the timer waits on an
+ * overflow list that every collect scans. Arm, re-arm and stop are O(1) amortized and cannot
+ * fail; a re-arm within the same slot only rewrites the deadline (Linux mod_timer).
  */
 #include "reactor-int.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define WHEEL_MASK (SL__WHEEL_SLOTS - 1u)
+
+/* Slot arrays grow with this; the unit tests substitute one that fails. */
+#ifndef SL__TIMER_REALLOC
+#define SL__TIMER_REALLOC realloc
+#endif
+
+/* One cache line per timer on LP64: a million armed timers are 64 MB that arming and stopping
+ * stream through, so every byte shows at that scale (bench-timers). */
+_Static_assert(sizeof(void *) != 8 || sizeof(sl_timer_t) == 64, "sl_timer_t outgrew 64 bytes");
 
 /* Shifts by 64 or more are undefined in C, and the top level's group ends at bit 66. */
 static inline uint64_t shr64(uint64_t x, unsigned n)
@@ -67,24 +85,35 @@ static int32_t wheel_where(const struct sl__wheel *w, uint64_t d)
 
 static inline sl_timer_t *node_timer(const struct sl__queue *q)
 {
-    return sl__queue_data(q, sl_timer_t, node);
+    return sl__queue_data(q, sl_timer_t, link.node);
 }
 
 void sl__wheel_init(struct sl__wheel *w, uint64_t now_ms)
 {
+    memset(w, 0, sizeof(*w));
     w->last_run = now_ms;
-    w->seq = 0;
     sl__queue_init(&w->due);
-    for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++) {
-        w->occupied[lv] = 0;
-        for (unsigned s = 0; s < SL__WHEEL_SLOTS; s++)
-            sl__queue_init(&w->slots[lv][s]);
+    sl__queue_init(&w->overflow);
+}
+
+/* A slot that still has timers (armed by a callback that ran during sl_loop_close) keeps its
+ * array: stopping them later must not touch freed memory. */
+void sl__wheel_free(struct sl__wheel *w)
+{
+    for (size_t i = 0; i < SL__ARRAY_SIZE(w->slots); i++) {
+        struct sl__slot *sl = &w->slots[i];
+        if (sl->live != 0)
+            continue;
+        free(sl->timers);
+        sl->timers = NULL;
+        sl->cap = 0;
+        sl->len = 0;
     }
 }
 
 bool sl__wheel_empty(const struct sl__wheel *w)
 {
-    if (!sl__queue_empty(&w->due))
+    if (!sl__queue_empty(&w->due) || !sl__queue_empty(&w->overflow))
         return false;
     for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++)
         if (w->occupied[lv] != 0)
@@ -92,36 +121,134 @@ bool sl__wheel_empty(const struct sl__wheel *w)
     return true;
 }
 
+/*
+ * Squeeze the holes out of a slot array, keeping the order of arrival; each timer that moves
+ * learns its new index. Done only when at least half the entries are holes (or the array cannot
+ * grow), so the timers touched here are paid for by the stops that made the holes.
+ */
+static void slot_compact(struct sl__slot *sl)
+{
+    uint32_t j = 0;
+
+    for (uint32_t i = 0; i < sl->len; i++) {
+        sl_timer_t *t = sl->timers[i];
+        if (t == NULL)
+            continue;
+        if (i != j) {
+            sl->timers[j] = t;
+            t->link.index = j;
+        }
+        j++;
+    }
+    assert(j == sl->live);
+    sl->len = j;
+}
+
+/* Make room for one more entry in a full slot array: compact it if half of it is holes, else
+ * double it; if it cannot grow, compact whatever holes it has. False if there is no room. */
+static bool slot_make_room(struct sl__slot *sl)
+{
+    sl_timer_t **bigger;
+    uint32_t cap;
+
+    if (sl->live <= sl->len / 2 && sl->len > 0) {
+        slot_compact(sl);
+        return true;
+    }
+    cap = sl->cap == 0 ? 8 : sl->cap * 2;
+    bigger = cap > sl->cap ? SL__TIMER_REALLOC(sl->timers, (size_t)cap * sizeof(*bigger)) : NULL;
+    if (bigger != NULL) {
+        sl->timers = bigger;
+        sl->cap = cap;
+        return true;
+    }
+    if (sl->live < sl->len) {
+        slot_compact(sl);
+        return true;
+    }
+    return false;
+}
+
+/* Forget the entries of a slot whose timers have all been taken out (fired or cascaded). A big
+ * array left by a burst is given back; ordinary ones are kept for the next round. */
+static void slot_reset(struct sl__slot *sl)
+{
+    sl->len = 0;
+    sl->live = 0;
+    if (sl->cap > 4096) {
+        free(sl->timers);
+        sl->timers = NULL;
+        sl->cap = 0;
+    }
+}
+
+static inline void slot_append(struct sl__wheel *w, struct sl__slot *sl, sl_timer_t *t,
+                               int32_t where)
+{
+    t->where = (int16_t)where;
+    t->link.index = sl->len;
+    sl->timers[sl->len++] = t;
+    sl->live++;
+    w->occupied[(unsigned)where / SL__WHEEL_SLOTS] |= UINT64_C(1)
+                                                      << ((unsigned)where % SL__WHEEL_SLOTS);
+}
+
+/* wheel_link() into a full slot array; kept out of line so that the common path stays small. */
+static __attribute__((noinline)) void wheel_link_full(struct sl__wheel *w, struct sl__slot *sl,
+                                                      sl_timer_t *t, int32_t where)
+{
+    if (slot_make_room(sl)) {
+        slot_append(w, sl, t, where);
+        return;
+    }
+    t->where = SL__TIMER_OVERFLOW;
+    sl__queue_insert_tail(&w->overflow, &t->link.node);
+}
+
 /* The bodies of sl__wheel_link() and sl__wheel_unlink(), inlined into the arming paths. */
 static inline void wheel_link(struct sl__wheel *w, sl_timer_t *t)
 {
     int32_t where = wheel_where(w, t->deadline);
-    unsigned lv, s;
+    struct sl__slot *sl;
 
-    assert(!sl__queue_linked(&t->node));
-    t->where = where;
+    assert(t->where == SL__TIMER_IDLE);
     if (where == SL__TIMER_DUE) {
-        sl__queue_insert_tail(&w->due, &t->node);
+        t->where = SL__TIMER_DUE;
+        sl__queue_insert_tail(&w->due, &t->link.node);
         return;
     }
-    lv = (unsigned)where / SL__WHEEL_SLOTS;
-    s = (unsigned)where % SL__WHEEL_SLOTS;
-    sl__queue_insert_tail(&w->slots[lv][s], &t->node);
-    w->occupied[lv] |= UINT64_C(1) << s;
+    sl = &w->slots[where];
+    if (__builtin_expect(sl->len == sl->cap, 0)) {
+        wheel_link_full(w, sl, t, where);
+        return;
+    }
+    slot_append(w, sl, t, where);
 }
 
+/* A stopped timer leaves a hole (NULL) in its slot array and touches nothing else: no
+ * neighbouring timer, and no other entry unless it was the last one, in which case the array
+ * is trimmed back over trailing holes. */
 static inline void wheel_unlink(struct sl__wheel *w, sl_timer_t *t)
 {
     int32_t where = t->where;
 
-    /* On the due list or an expired batch only the node needs removing; an idle node points to
-     * itself, so removing it is harmless. */
-    sl__queue_remove(&t->node);
     t->where = SL__TIMER_IDLE;
     if (where >= 0) {
-        unsigned lv = (unsigned)where / SL__WHEEL_SLOTS, s = (unsigned)where % SL__WHEEL_SLOTS;
-        if (sl__queue_empty(&w->slots[lv][s]))
+        struct sl__slot *sl = &w->slots[where];
+        uint32_t i = t->link.index;
+
+        assert(sl->timers[i] == t);
+        sl->timers[i] = NULL;
+        if (--sl->live == 0) {
+            unsigned lv = (unsigned)where / SL__WHEEL_SLOTS, s = (unsigned)where % SL__WHEEL_SLOTS;
+            sl->len = 0;
             w->occupied[lv] &= ~(UINT64_C(1) << s);
+        } else if (i + 1 == sl->len) {
+            while (sl->timers[sl->len - 1] == NULL)
+                sl->len--;
+        }
+    } else if (where != SL__TIMER_IDLE) {
+        sl__queue_remove(&t->link.node);
     }
 }
 
@@ -199,10 +326,10 @@ static struct sl__queue *batch_merge(struct sl__queue *a, struct sl__queue *b)
 /*
  * Sort a batch by (deadline, seq): a bottom-up merge sort on the `next` chain (bins[i] holds a
  * sorted run of 2^i nodes, like a binary counter), then the `prev` links are rebuilt. O(n log n)
- * time, O(1) memory. Slots are visited in time order and cascades move whole lists in order (all
+ * time, O(1) memory. Slots are visited in time order and cascades move whole slots in order (all
  * timers of one deadline share a slot at any time), so batches are usually sorted already; what
- * unsorts one is a re-arm in place (a new sequence, an old position in the slot) or a due list
- * whose deadlines are not in arming order.
+ * unsorts one is a re-arm in place (a new sequence, an old position in the slot), the overflow
+ * list or a due list whose deadlines are not in arming order.
  */
 static void batch_sort(struct sl__queue *batch)
 {
@@ -237,11 +364,25 @@ static void batch_sort(struct sl__queue *batch)
     batch->prev = prev;
 }
 
+/* Move every timer of list `from` whose deadline is <= now to the tail of `to`. */
+static void list_take_due(struct sl__queue *from, uint64_t now_ms, struct sl__queue *to)
+{
+    struct sl__queue *q, *next;
+
+    for (q = from->next; q != from; q = next) {
+        next = q->next;
+        if (node_timer(q)->deadline <= now_ms) {
+            sl__queue_remove(q);
+            sl__queue_insert_tail(to, q);
+        }
+    }
+}
+
 void sl__wheel_collect(struct sl__wheel *w, uint64_t now_ms, struct sl__queue *expired)
 {
     /* `limit` is now + 1, the value last_run takes on return (saturated at the end of time). */
     uint64_t limit = now_ms == UINT64_MAX ? now_ms : now_ms + 1;
-    struct sl__queue batch, *q, *next;
+    struct sl__queue batch, *q;
     const sl_timer_t *prev = NULL;
     bool sorted = true;
 
@@ -250,17 +391,12 @@ void sl__wheel_collect(struct sl__wheel *w, uint64_t now_ms, struct sl__queue *e
     /* Timers armed behind last_run. Normally last_run <= now + 1, so every one of them has a
      * deadline <= now. After the clock went backwards some may still be ahead of now: they
      * stay for a later call (they must not fire early), which costs a scan of the list. */
-    if (w->last_run <= limit) {
+    if (w->last_run <= limit)
         sl__queue_move(&w->due, &batch);
-    } else {
-        for (q = w->due.next; q != &w->due; q = next) {
-            next = q->next;
-            if (node_timer(q)->deadline <= now_ms) {
-                sl__queue_remove(q);
-                sl__queue_insert_tail(&batch, q);
-            }
-        }
-    }
+    else
+        list_take_due(&w->due, now_ms, &batch);
+    /* Timers that found no room in their slot: empty unless memory ran out. */
+    list_take_due(&w->overflow, now_ms, &batch);
 
     /* Visit slots in time order. Level-0 slots are fired up to now; a coarser slot is cascaded
      * once its start is <= now + 1, so that afterwards no coarse slot begins at last_run. A
@@ -269,31 +405,43 @@ void sl__wheel_collect(struct sl__wheel *w, uint64_t now_ms, struct sl__queue *e
     for (;;) {
         uint64_t start;
         unsigned lv, s;
-        struct sl__queue *head;
+        struct sl__slot *sl;
+        sl_timer_t **timers;
+        uint32_t len;
 
         if (!wheel_earliest(w, &start, &lv, &s))
             break;
         if (lv == 0 ? start > now_ms : start > limit)
             break;
         w->last_run = start;
-        head = &w->slots[lv][s];
+        sl = &w->slots[lv * SL__WHEEL_SLOTS + s];
         w->occupied[lv] &= ~(UINT64_C(1) << s);
+        timers = sl->timers;
+        len = sl->len;
         if (lv == 0) {
-            sl__queue_move(head, &batch);
+            for (uint32_t i = 0; i < len; i++) {
+                sl_timer_t *t = timers[i];
+                if (t != NULL) {
+                    t->where = SL__TIMER_EXPIRED;
+                    sl__queue_insert_tail(&batch, &t->link.node);
+                }
+            }
+            slot_reset(sl);
             w->last_run = sat_add(start, 1);
         } else {
-            struct sl__queue cascade;
-
             /* Every deadline in the slot is >= its start (== last_run now) and differs from
-             * it only below level lv, so each timer drops to a finer level. */
-            sl__queue_init(&cascade);
-            sl__queue_move(head, &cascade);
-            while (!sl__queue_empty(&cascade)) {
-                sl_timer_t *t = node_timer(cascade.next);
-                sl__queue_remove(&t->node);
-                assert(t->deadline >= w->last_run);
-                wheel_link(w, t);
+             * it only below level lv, so each timer drops to a finer level: nothing is added
+             * to this slot's array while it is walked, and it is reset afterwards. */
+            for (uint32_t i = 0; i < len; i++) {
+                sl_timer_t *t = timers[i];
+                if (t != NULL) {
+                    assert(t->deadline >= w->last_run);
+                    t->where = SL__TIMER_IDLE;
+                    wheel_link(w, t);
+                    assert(t->where < 0 || (unsigned)t->where / SL__WHEEL_SLOTS < lv);
+                }
             }
+            slot_reset(sl);
         }
     }
 
@@ -313,7 +461,7 @@ void sl__wheel_collect(struct sl__wheel *w, uint64_t now_ms, struct sl__queue *e
     for (q = batch.next; q != &batch; q = q->next) {
         sl_timer_t *t = node_timer(q);
         t->where = SL__TIMER_EXPIRED;
-        if (prev != NULL && timer_before(q, &prev->node))
+        if (prev != NULL && timer_before(q, &prev->link.node))
             sorted = false;
         prev = t;
     }
@@ -331,10 +479,53 @@ uint64_t sl__wheel_next(const struct sl__wheel *w)
         next = start;
     /* The due list is short-lived (it holds what callbacks armed with a deadline already
      * past, until the next collect), so a scan is cheap; it gives the exact answer even when
-     * the clock went backwards and some of it is not due yet. */
+     * the clock went backwards and some of it is not due yet. The overflow list is empty
+     * unless memory ran out. */
     for (const struct sl__queue *q = w->due.next; q != &w->due; q = q->next)
         next = SL__MIN(next, node_timer(q)->deadline);
+    for (const struct sl__queue *q = w->overflow.next; q != &w->overflow; q = q->next)
+        next = SL__MIN(next, node_timer(q)->deadline);
     return next;
+}
+
+/*
+ * Hand out arming sequences from 1 again once the 32-bit counter is spent (every 2^32 arms), so
+ * that sequences never wrap: every armed timer is taken out of the wheel onto one list, sorted
+ * by (deadline, seq), numbered 1, 2, ... in that order and linked again. Linking again puts each
+ * timer back into the slot it came from (last_run has not moved), whose array already has room
+ * for it, so nothing is allocated except, perhaps, for overflow timers retrying their slot.
+ * A batch being fired is already sorted and is never compared again. O(n log n) for n armed
+ * timers, once per 2^32 arms.
+ */
+static __attribute__((noinline)) void wheel_renumber(struct sl__wheel *w)
+{
+    struct sl__queue all;
+    uint32_t seq = 0;
+
+    sl__queue_init(&all);
+    sl__queue_move(&w->due, &all);
+    sl__queue_move(&w->overflow, &all);
+    for (unsigned lv = 0; lv < SL__WHEEL_LEVELS; lv++) {
+        for (unsigned s = 0; s < SL__WHEEL_SLOTS; s++) {
+            struct sl__slot *sl = &w->slots[lv * SL__WHEEL_SLOTS + s];
+            for (uint32_t i = 0; i < sl->len; i++)
+                if (sl->timers[i] != NULL)
+                    sl__queue_insert_tail(&all, &sl->timers[i]->link.node);
+            sl->len = 0;
+            sl->live = 0;
+        }
+        w->occupied[lv] = 0;
+    }
+    batch_sort(&all);
+    while (!sl__queue_empty(&all)) {
+        sl_timer_t *t = node_timer(all.next);
+        sl__queue_remove(&t->link.node);
+        assert(seq < UINT32_MAX);
+        t->seq = ++seq;
+        t->where = SL__TIMER_IDLE;
+        wheel_link(w, t);
+    }
+    w->seq = seq;
 }
 
 /* ---- timers --------------------------------------------------------------------------- */
@@ -349,6 +540,8 @@ static bool timer_counted(const sl_timer_t *t)
  * batch by deadline and sequence, so its position in the slot does not matter. */
 static void timer_arm(struct sl__wheel *w, sl_timer_t *t, uint64_t deadline)
 {
+    if (__builtin_expect(w->seq == UINT32_MAX, 0))
+        wheel_renumber(w);
     t->seq = ++w->seq;
     if (t->where != SL__TIMER_IDLE) {
         if (t->where != SL__TIMER_EXPIRED && wheel_where(w, deadline) == t->where) {
@@ -367,7 +560,6 @@ void sl_timer_init(sl_loop_t *loop, sl_timer_t *t, sl_timer_cb cb)
     t->loop = loop;
     t->cb = cb;
     t->where = SL__TIMER_IDLE;
-    sl__queue_init(&t->node);
 }
 
 int sl_timer_start(sl_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms)

@@ -6,6 +6,14 @@
  * Wheel-level tests drive a bare struct sl__wheel; loop-level tests use a loop with a fake clock.
  * All randomness comes from a seeded xorshift generator, so every run is the same.
  */
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Slot arrays grow through this, so that tests can make the wheel run out of memory. */
+static bool realloc_fails;
+static void *test_realloc(void *p, size_t n);
+#define SL__TIMER_REALLOC test_realloc
+
 #include "../../../reactor/timer.c"
 
 #include <check.h>
@@ -157,9 +165,15 @@ static void wheel_random_run(uint64_t base, size_t n, unsigned span_bits, unsign
         must(ts[i].fired == 1 && ts[i].fired_at >= ts[i].t.deadline);
     ck_assert(sl__wheel_empty(w));
     ck_assert_uint_eq(sl__wheel_next(w), UINT64_MAX);
+    sl__wheel_free(w);
     free(sorted);
     free(ts);
     free(w);
+}
+
+static void *test_realloc(void *p, size_t n)
+{
+    return realloc_fails ? NULL : realloc(p, n);
 }
 
 /* ---- loop-level helpers ------------------------------------------------------------------ */
@@ -331,6 +345,7 @@ START_TEST(wheel_order_deadline_then_seq)
     for (size_t i = 0; i < 7; i++)
         ck_assert_ptr_eq(out[i], &y[i]);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -708,6 +723,7 @@ START_TEST(wheel_wraparound_level_boundaries)
     ck_assert_uint_eq(wheel_fire(&w, (UINT64_C(1) << 36) + 5, NULL, 0), 1);
 
     /* the top level: shifts of 66 bits must not wrap */
+    sl__wheel_free(&w);
     sl__wheel_init(&w, 0);
     wt_init(&a);
     wt_init(&b);
@@ -742,6 +758,7 @@ START_TEST(wheel_wraparound_level_boundaries)
     timer_arm(&w, &a.t, UINT64_MAX);
     ck_assert_uint_eq(wheel_fire(&w, UINT64_MAX, NULL, 0), 1);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -836,7 +853,7 @@ START_TEST(wheel_rearm_same_slot)
     struct sl__wheel w;
     struct wt a, b, c;
     struct wt *out[4];
-    struct sl__queue *a_next;
+    uint32_t a_index;
     int32_t where;
 
     sl__wheel_init(&w, 0);
@@ -848,14 +865,14 @@ START_TEST(wheel_rearm_same_slot)
     ck_assert_int_eq(a.t.where, 1 * SL__WHEEL_SLOTS + 15);
     ck_assert_int_eq(b.t.where, a.t.where);
     where = a.t.where;
-    a_next = a.t.node.next;
-    ck_assert_ptr_eq(a_next, &b.t.node);
+    a_index = a.t.link.index;
+    ck_assert_uint_eq(b.t.link.index, a_index + 1);
 
-    /* same slot: deadline and sequence change, the node stays where it is */
+    /* same slot: deadline and sequence change, the entry stays where it is */
     timer_arm(&w, &a.t, 1010);
     ck_assert_int_eq(a.t.where, where);
     ck_assert_uint_eq(a.t.deadline, 1010);
-    ck_assert_ptr_eq(a.t.node.next, a_next);
+    ck_assert_uint_eq(a.t.link.index, a_index);
     ck_assert_uint_gt(a.t.seq, b.t.seq);
 
     /* another slot: it moves */
@@ -881,6 +898,277 @@ START_TEST(wheel_rearm_same_slot)
     ck_assert_uint_eq(a.t.deadline, 7);
     ck_assert_uint_eq(wheel_fire(&w, 2001, NULL, 0), 1);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
+}
+END_TEST
+
+/* ---- 32-bit arming sequences -------------------------------------------------------------- */
+
+/* The sequence counter runs out between arms: every list is renumbered from 1, keeping the
+ * arming order of equal deadlines, including an in-place re-arm (slot position older than its
+ * sequence) and the due list. */
+START_TEST(wheel_seq_renumber)
+{
+    struct sl__wheel w;
+    struct wt a, b, c, e, v1, v2;
+    struct wt *out[8];
+
+    sl__wheel_init(&w, 0);
+    w.seq = UINT32_MAX - 5;
+    ck_assert_uint_eq(wheel_fire(&w, 100, NULL, 0), 0); /* last_run 101 */
+    wt_init(&a);
+    wt_init(&b);
+    wt_init(&c);
+    wt_init(&e);
+    wt_init(&v1);
+    wt_init(&v2);
+    timer_arm(&w, &a.t, 1000);
+    timer_arm(&w, &b.t, 1000);
+    timer_arm(&w, &v1.t, 50); /* behind last_run: the due list */
+    timer_arm(&w, &c.t, 1010);
+    timer_arm(&w, &a.t, 1000); /* in place, now after b */
+    ck_assert_uint_eq(a.t.seq, UINT32_MAX);
+    ck_assert_uint_lt(a.t.link.index, b.t.link.index);
+    timer_arm(&w, &v2.t, 50); /* renumbers first */
+    ck_assert_int_eq(v2.t.where, SL__TIMER_DUE);
+    ck_assert_uint_eq(v1.t.seq, 1);
+    ck_assert_uint_eq(v2.t.seq, 5);
+    ck_assert_uint_lt(b.t.seq, a.t.seq);
+    timer_arm(&w, &e.t, 1000);
+    ck_assert_uint_eq(e.t.seq, 6);
+    ck_assert_uint_eq(w.seq, 6);
+
+    ck_assert_uint_eq(wheel_fire(&w, 1010, out, 8), 6);
+    ck_assert_ptr_eq(out[0], &v1);
+    ck_assert_ptr_eq(out[1], &v2);
+    ck_assert_ptr_eq(out[2], &b);
+    ck_assert_ptr_eq(out[3], &a);
+    ck_assert_ptr_eq(out[4], &e);
+    ck_assert_ptr_eq(out[5], &c);
+    ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
+}
+END_TEST
+
+/* The same at random: many timers over few deadlines (ties everywhere), re-armed in place or
+ * moved, across several renumberings, and fired in (deadline, arming order) as recorded apart
+ * from the sequences. */
+struct st {
+    struct wt w;
+    uint64_t armed; /* arming order, independent of the wheel's sequence */
+};
+
+START_TEST(wheel_seq_renumber_random)
+{
+    enum { N = 5000, ARMS = 40000 };
+    struct sl__wheel w;
+    struct st *ts = calloc(N, sizeof(*ts));
+    struct wt **out = malloc(N * sizeof(*out));
+    uint64_t armed = 0, now = 1000, last_deadline = 0, last_armed = 0;
+    size_t live = 0, total = 0, renumbered = 0;
+
+    ck_assert(ts != NULL && out != NULL);
+    rng_seed(42);
+    sl__wheel_init(&w, now);
+    for (size_t i = 0; i < N; i++)
+        wt_init(&ts[i].w);
+    w.seq = UINT32_MAX - 1000;
+    for (size_t k = 0; k < ARMS; k++) {
+        struct st *x = &ts[rng_below(N)];
+        uint32_t before = w.seq;
+
+        if (x->w.t.where == SL__TIMER_IDLE)
+            live++;
+        timer_arm(&w, &x->w.t, now + 1 + rng_below(8) * 50); /* 8 deadlines */
+        x->armed = ++armed;
+        if (x->w.t.seq < before)
+            renumbered++;
+        if (k % 10000 == 9999) /* run the counter out again */
+            w.seq = UINT32_MAX - (uint32_t)rng_below(3000);
+    }
+    ck_assert_uint_ge(renumbered, 4);
+    for (uint64_t t = now + 1; t <= now + 1 + 7 * 50; t += 50) {
+        size_t n = wheel_fire(&w, t, out, N);
+        for (size_t i = 0; i < n; i++) {
+            struct st *x = sl__container_of(out[i], struct st, w);
+            if (total + i > 0)
+                must(x->w.t.deadline > last_deadline ||
+                     (x->w.t.deadline == last_deadline && x->armed > last_armed));
+            last_deadline = x->w.t.deadline;
+            last_armed = x->armed;
+        }
+        total += n;
+    }
+    ck_assert_uint_eq(total, live);
+    ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
+    free(out);
+    free(ts);
+}
+END_TEST
+
+/* ---- slot arrays: holes, compaction, running out of memory ---------------------------------- */
+
+/* Stops leave holes; a trailing stop trims them; a full array that is half holes is compacted
+ * in order (each moved timer learns its index) instead of growing. */
+START_TEST(wheel_slot_holes_and_compaction)
+{
+    enum { N = 64 };
+    struct sl__wheel w;
+    struct wt x[N], y;
+    struct sl__slot *sl;
+    struct wt *out[N + 1];
+    size_t n;
+
+    sl__wheel_init(&w, 0);
+    for (int i = 0; i < N; i++) {
+        wt_init(&x[i]);
+        timer_arm(&w, &x[i].t, 1000 + (uint64_t)(i % 4)); /* all in level-1 slot 15 */
+    }
+    sl = &w.slots[1 * SL__WHEEL_SLOTS + 15];
+    ck_assert_uint_eq(sl->len, N);
+    ck_assert_uint_eq(sl->cap, N);
+    /* stop the last two: the array shrinks back over them */
+    sl__wheel_unlink(&w, &x[N - 1].t);
+    sl__wheel_unlink(&w, &x[N - 2].t);
+    ck_assert_uint_eq(sl->len, N - 2);
+    timer_arm(&w, &x[N - 2].t, 1002);
+    timer_arm(&w, &x[N - 1].t, 1003);
+    ck_assert_uint_eq(sl->len, N);
+    /* stop every other one from the front: holes, nothing moves */
+    for (int i = 0; i < N; i += 2)
+        sl__wheel_unlink(&w, &x[i].t);
+    ck_assert_uint_eq(sl->len, N);
+    ck_assert_uint_eq(sl->live, N / 2);
+    ck_assert_uint_eq(x[5].t.link.index, 5);
+    ck_assert(sl->timers[4] == NULL);
+    /* the next arm finds the array full and half holes: compacted, not grown */
+    wt_init(&y);
+    timer_arm(&w, &y.t, 1001);
+    ck_assert_uint_eq(sl->cap, N);
+    ck_assert_uint_eq(sl->len, N / 2 + 1);
+    for (int i = 1; i < N; i += 2) {
+        ck_assert_uint_eq(x[i].t.link.index, (unsigned)i / 2);
+        ck_assert_ptr_eq(sl->timers[i / 2], &x[i].t);
+    }
+    ck_assert_uint_eq(y.t.link.index, N / 2);
+    /* order of arrival survives: by deadline, then arming */
+    n = wheel_fire(&w, 1003, out, SL__ARRAY_SIZE(out));
+    ck_assert_uint_eq(n, N / 2 + 1);
+    for (size_t i = 1; i < n; i++)
+        if (out[i] != &y && out[i - 1] != &y)
+            ck_assert(out[i] > out[i - 1] || out[i]->t.deadline > out[i - 1]->t.deadline);
+    ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
+}
+END_TEST
+
+/* Out of memory: slots cannot grow, so new timers go on the overflow list. They still fire
+ * never early and never late, in (deadline, arming) order among the slotted timers of the same
+ * deadline; they can be stopped, re-armed (back into a slot once memory is back) and survive a
+ * renumbering. */
+START_TEST(wheel_overflow_without_memory)
+{
+    enum { N = 40 };
+    struct sl__wheel w;
+    struct wt x[N], late;
+    struct wt *out[N];
+    size_t n;
+
+    sl__wheel_init(&w, 0);
+    for (int i = 0; i < N; i++)
+        wt_init(&x[i]);
+    wt_init(&late);
+    /* the first 16 fill an array of 8 in each of two slots; the rest overflow */
+    for (int i = 0; i < 16; i++)
+        timer_arm(&w, &x[i].t, 500 + (uint64_t)(i % 2) * 100);
+    realloc_fails = true;
+    for (int i = 16; i < N; i++) {
+        timer_arm(&w, &x[i].t, 500 + (uint64_t)(i % 2) * 100);
+        ck_assert_int_eq(x[i].t.where, SL__TIMER_OVERFLOW);
+    }
+    ck_assert_int_ge(x[0].t.where, 0);
+    timer_arm(&w, &late.t, 100000); /* an empty slot cannot get an array either */
+    ck_assert_int_eq(late.t.where, SL__TIMER_OVERFLOW);
+    ck_assert(!sl__wheel_empty(&w));
+    ck_assert_uint_eq(sl__wheel_next(&w), 448); /* the level-1 slot of 500 starts at 448 */
+
+    /* stop and re-arm overflow timers; a renumbering while they are there keeps the order */
+    sl__wheel_unlink(&w, &x[17].t);
+    sl__wheel_unlink(&w, &x[18].t);
+    timer_arm(&w, &x[18].t, 500); /* now the last armed for 500 */
+    ck_assert_int_eq(x[18].t.where, SL__TIMER_OVERFLOW);
+    w.seq = UINT32_MAX;
+    timer_arm(&w, &x[19].t, 600); /* renumbers, then re-arms x[19] */
+    ck_assert_uint_lt(w.seq, 100);
+    ck_assert_int_eq(x[19].t.where, SL__TIMER_OVERFLOW);
+
+    ck_assert_uint_eq(wheel_fire(&w, 499, NULL, 0), 0);
+    n = wheel_fire(&w, 500, out, N);
+    ck_assert_uint_eq(n, N / 2);
+    for (size_t i = 0, k = 0; i + 1 < n; i++, k += 2) {
+        if (k == 18)
+            k += 2;
+        ck_assert_ptr_eq(out[i], &x[k]);
+    }
+    ck_assert_ptr_eq(out[n - 1], &x[18]);
+    ck_assert_uint_eq(sl__wheel_next(&w), 576); /* the level-1 slot of 600 */
+
+    /* memory is back: a re-arm leaves the overflow list for a slot */
+    realloc_fails = false;
+    timer_arm(&w, &x[21].t, 600);
+    ck_assert_int_ge(x[21].t.where, 0);
+    n = wheel_fire(&w, 600, out, N);
+    ck_assert_uint_eq(n, N / 2 - 1);
+    ck_assert_ptr_eq(out[0], &x[1]);
+    ck_assert_ptr_eq(out[8], &x[23]);
+    ck_assert_ptr_eq(out[n - 3], &x[39]);
+    ck_assert_ptr_eq(out[n - 2], &x[19]);
+    ck_assert_ptr_eq(out[n - 1], &x[21]);
+    ck_assert_uint_eq(wheel_fire(&w, 99999, NULL, 0), 0);
+    ck_assert_uint_eq(wheel_fire(&w, 100000, NULL, 0), 1);
+    ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
+}
+END_TEST
+
+/* Through the loop: without memory, timers still run in order and the loop closes cleanly. */
+static void cb_order(sl_timer_t *t)
+{
+    lt_record(t);
+}
+
+START_TEST(timer_overflow_without_memory)
+{
+    sl_loop_t loop;
+    uint64_t ns;
+    struct lctx c = {.loop = &loop};
+    struct lt x[6];
+
+    loop_setup(&loop, &ns, 1000);
+    realloc_fails = true;
+    for (int i = 0; i < 6; i++) {
+        lt_init(&c, &x[i], i, cb_order);
+        lt_start(&x[i], 50 - (uint64_t)(i % 3) * 10);
+    }
+    ck_assert_int_eq(x[0].t.where, SL__TIMER_OVERFLOW);
+    ck_assert_int_eq(sl_loop_run_once(&loop, 0), 6);
+    lrun_at(&c, &ns, 1029);
+    ck_assert_int_eq(c.norder, 0);
+    lrun_at(&c, &ns, 1030);
+    ck_assert_int_eq(c.norder, 2);
+    lrun_at(&c, &ns, 1045);
+    ck_assert_int_eq(c.norder, 4);
+    ck_assert_int_eq(c.order[0], 2);
+    ck_assert_int_eq(c.order[1], 5);
+    ck_assert_int_eq(c.order[2], 1);
+    ck_assert_int_eq(c.order[3], 4);
+    sl_timer_stop(&x[3].t);
+    lrun_at(&c, &ns, 1100);
+    ck_assert_int_eq(c.norder, 5);
+    ck_assert_int_eq(c.order[4], 0);
+    realloc_fails = false;
+    ck_assert_int_eq(sl_loop_close(&loop), 0);
 }
 END_TEST
 
@@ -983,6 +1271,10 @@ START_TEST(wheel_next_never_after_earliest)
         else
             must(next == UINT64_MAX);
     }
+    for (int j = 0; j < N; j++)
+        sl__wheel_unlink(&w, &ts[j].t);
+    ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -1016,6 +1308,7 @@ START_TEST(wheel_clock_backwards)
     ck_assert_uint_eq(wheel_fire(&w, 10050, NULL, 0), 1);
     ck_assert_uint_eq(a.fired, 1);
     ck_assert(sl__wheel_empty(&w));
+    sl__wheel_free(&w);
 }
 END_TEST
 
@@ -1104,6 +1397,10 @@ static Suite *timer_suite(void)
     tcase_add_test(wheel, wheel_rearm_same_slot);
     tcase_add_test(wheel, wheel_next_never_after_earliest);
     tcase_add_test(wheel, wheel_clock_backwards);
+    tcase_add_test(wheel, wheel_seq_renumber);
+    tcase_add_test(wheel, wheel_seq_renumber_random);
+    tcase_add_test(wheel, wheel_slot_holes_and_compaction);
+    tcase_add_test(wheel, wheel_overflow_without_memory);
     tcase_add_test(api, timer_order_in_callbacks);
     tcase_add_test(api, timer_never_fires_early_random);
     tcase_add_test(api, timer_cancel_inside_callback);
@@ -1114,6 +1411,7 @@ static Suite *timer_suite(void)
     tcase_add_test(api, timer_rearm_updates_deadline);
     tcase_add_test(api, timer_clock_backwards);
     tcase_add_test(api, timer_active_ref_unref);
+    tcase_add_test(api, timer_overflow_without_memory);
     suite_add_tcase(s, wheel);
     suite_add_tcase(s, api);
     return s;
