@@ -680,6 +680,22 @@ static void find_python(void)
     }
 }
 
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: bench-seed [--quick] [--runs N] [--sluice PATH] [--faultserver PATH]\n"
+            "  100 GETs of the faultserver's /delay/%d, 50 in flight, then 10,000 at 1000:\n"
+            "  (a) sequential, (b) %d threads (blocking C clients in this program), (c) the\n"
+            "  sluice CLI, (d) aiohttp and curl --parallel when installed. Prints one\n"
+            "  `bench=seed ...` line per run, then tables with wall time, CPU, peak RSS,\n"
+            "  the ratio to the floor (requests x %d ms / in flight) and the targets.\n"
+            "  --quick        the 100-request table only, one run\n"
+            "  --runs N       runs per row, median reported (1-%d, default 3)\n"
+            "  --sluice PATH  the CLI to measure (default: next to this program)\n"
+            "  --faultserver PATH  (default: ../tests/integ/faultserver from here)\n",
+            DELAY_MS, POOL_THREADS, DELAY_MS, MAX_RUNS);
+}
+
 int main(int argc, char **argv)
 {
     static struct table t1, t2;
@@ -703,9 +719,11 @@ int main(int argc, char **argv)
             snprintf(sluice_path, sizeof(sluice_path), "%s", argv[++i]);
         } else if (strcmp(argv[i], "--faultserver") == 0 && i + 1 < argc) {
             snprintf(server_path, sizeof(server_path), "%s", argv[++i]);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
         } else {
-            fprintf(stderr, "usage: bench-seed [--quick] [--runs N] [--sluice PATH] "
-                            "[--faultserver PATH]\n");
+            usage(stderr);
             return 2;
         }
     }
