@@ -489,7 +489,8 @@ static X509_NAME *der_subject(const unsigned char *der, long der_len)
     if ((len = der_header(&p, end, &tag)) < 0 || tag != 0x30) /* tbsCertificate */
         return NULL;
     end = p + len;
-    for (int field = 0; field < 5; field++) { /* skip version?, serial, signature, issuer, validity */
+    /* Skip [0] version (absent in v1), serialNumber, signature, issuer, validity. */
+    for (int field = 0; field < 5; field++) {
         if ((len = der_header(&p, end, &tag)) < 0)
             return NULL;
         if (field == 0 && tag != 0xa0)
