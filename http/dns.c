@@ -84,7 +84,8 @@ struct dns_sock {
 struct sl__dns {
     sl_loop_t *loop;
     struct sl__dns_opts opts; /* `servers` is not kept */
-    ares_channel channel;     /* NULL for the system resolver */
+    ares_channel channel;     /* NULL for the system resolver, and for c-ares until its
+                               * first query (see dns_query_start()) */
     sl_timer_t timer;         /* c-ares timeouts */
     sl_defer_t defer;         /* runs the callbacks of `done` */
     struct dns_sock **socks;
@@ -791,7 +792,7 @@ static int dns_query_start(struct sl__dns *d, struct dns_entry *e)
     memcpy(q->host, e->host, len + 1);
     e->query = q;
 
-    if (d->channel == NULL) {
+    if (d->opts.kind == SL__RESOLVER_SYSTEM) {
         rc = sl_work_submit(d->loop, &q->work, dns_sys_work, dns_sys_after_work);
         if (rc < 0) {
             e->query = NULL;
@@ -802,6 +803,17 @@ static int dns_query_start(struct sl__dns *d, struct dns_entry *e)
         return 0;
     }
 
+    /* The channel of the system configuration is made here, by the first name that needs it:
+     * a client that only ever sees IP literals (a benchmark, a CLI run against 127.0.0.1)
+     * never pays the ~0.1 ms of reading resolv.conf and setting c-ares up. If that fails,
+     * this query fails as a server failure would (not cached), and the next one tries again. */
+    if (d->channel == NULL) {
+        rc = dns_ares_setup(d, &d->opts);
+        if (rc < 0) {
+            dns_query_done(d, q, rc == SL_ENOMEM ? rc : SL_EDNS_SERVER, NULL);
+            return 0;
+        }
+    }
     /* Sorted (no ARES_AI_NOSORT): RFC 6724 order, as getaddrinfo() gives it. */
     d->stats.queries++;
     ares_getaddrinfo(d->channel, q->host, NULL, &hints, dns_ares_cb, q);
@@ -857,7 +869,9 @@ int sl__dns_new(sl_loop_t *loop, const struct sl__dns_opts *o, struct sl__dns **
     rc = SL_ENOMEM;
     if (d->buckets == NULL)
         goto fail;
-    if (o->kind == SL__RESOLVER_ARES) {
+    /* A channel with explicit servers is made now, so that a bad `servers` string fails
+     * here; the system configuration is read by the first query (dns_query_start()). */
+    if (o->kind == SL__RESOLVER_ARES && o->servers != NULL) {
         rc = dns_ares_setup(d, o);
         if (rc < 0)
             goto fail;

@@ -76,7 +76,10 @@ struct sl__dns;
  * An idle resolver holds no active handle: the loop can exit while it exists,
  * but it must be freed with sl__dns_free() before sl_loop_close().
  * Returns 0 and sets *out, or SL_ENOMEM, SL_EINVAL (bad `servers` string or
- * option) or SL_EDNS_SERVER (c-ares could not read the system configuration).
+ * option) or SL_EDNS_SERVER (c-ares could not set up the given `servers`).
+ * Without `servers`, c-ares reads the system configuration at the first name
+ * to resolve, not here; if it cannot, that lookup completes with
+ * SL_EDNS_SERVER (not cached) and the next one tries again.
  */
 int sl__dns_new(sl_loop_t *loop, const struct sl__dns_opts *o, struct sl__dns **out);
 

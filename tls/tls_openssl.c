@@ -43,6 +43,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -64,6 +65,7 @@ struct sess_entry {
 struct sl__tls_ctx {
     SSL_CTX *ssl_ctx;
     BIO_METHOD *bio_method;
+    X509_LOOKUP_METHOD *bundle_method; /* the system CA bundle, decoded on demand; or NULL */
     bool insecure;
     bool has_client_cert;
     bool session_cache;
@@ -415,13 +417,256 @@ void sl__tls_ctx_opts_init(struct sl__tls_ctx_opts *o)
     o->session_cache = true;
 }
 
+/*
+ * The system trust store, decoded on demand.
+ *
+ * SSL_CTX_set_default_verify_paths() decodes the whole CA bundle (Debian: 144
+ * certificates in /etc/ssl/certs/ca-certificates.crt) into every new context.
+ * In OpenSSL 3.0 d2i_X509() costs ~0.3 ms a certificate (its public-key
+ * decoders): 45 ms before the first handshake on the 2-core test VM, for the
+ * one or two roots that handshake needs. Reading the PEM text and each
+ * certificate's subject name costs ~3 ms. So the bundle is read, on the first
+ * lookup, into an index of (subject, DER bytes), and a certificate is decoded
+ * and added to the store only when a chain asks for its subject.
+ *
+ * Same answers as the default paths: the lookups are, in order, this bundle,
+ * the hashed directory, the store URI, from the same places (SSL_CERT_FILE,
+ * SSL_CERT_DIR, SSL_CERT_URI, or OpenSSL's defaults). OpenSSL consults the
+ * lookups only for a subject that has no certificate in the store yet and
+ * stops at the first that finds one; names are compared with X509_NAME_cmp(),
+ * as the store does, and every bundle certificate with that subject is added.
+ * A bundle holding anything but plain CERTIFICATE blocks (CRLs, TRUSTED
+ * CERTIFICATE with trust settings), or a certificate whose subject cannot be
+ * found, is decoded whole, as before. The index belongs to the context's
+ * store, which the loop thread alone uses.
+ */
+struct bundle_entry {
+    X509_NAME *subject;
+    unsigned char *der;
+    long len; /* 0 once decoded into the store */
+};
+
+struct bundle_index {
+    struct bundle_entry *v;
+    size_t n, cap;
+};
+
+/* One DER header at *p (at most `end`): returns the content length and moves *p to the
+ * content, or -1. Only the definite lengths that DER allows. */
+static long der_header(const unsigned char **p, const unsigned char *end, int *tag)
+{
+    const unsigned char *q = *p;
+    long len = 0;
+
+    if (end - q < 2)
+        return -1;
+    *tag = *q++;
+    if (*q < 0x80) {
+        len = *q++;
+    } else {
+        int nb = *q++ & 0x7f;
+        if (nb == 0 || nb > 4 || end - q < nb)
+            return -1;
+        while (nb-- > 0)
+            len = (len << 8) | *q++;
+    }
+    if (len > end - q)
+        return -1;
+    *p = q;
+    return len;
+}
+
+/* The subject of the certificate `der`, or NULL: Certificate { tbsCertificate { [0] version
+ * OPTIONAL, serialNumber, signature, issuer, validity, subject, ... } }. */
+static X509_NAME *der_subject(const unsigned char *der, long der_len)
+{
+    const unsigned char *p = der, *end = der + der_len;
+    long len;
+    int tag;
+
+    if (der_header(&p, end, &tag) < 0 || tag != 0x30) /* Certificate */
+        return NULL;
+    if ((len = der_header(&p, end, &tag)) < 0 || tag != 0x30) /* tbsCertificate */
+        return NULL;
+    end = p + len;
+    /* Skip [0] version (absent in v1), serialNumber, signature, issuer, validity. */
+    for (int field = 0; field < 5; field++) {
+        if ((len = der_header(&p, end, &tag)) < 0)
+            return NULL;
+        if (field == 0 && tag != 0xa0)
+            field++; /* v1: no version field */
+        p += len;
+    }
+    const unsigned char *subject = p;
+    if ((len = der_header(&p, end, &tag)) < 0 || tag != 0x30)
+        return NULL;
+    p += len;
+    return d2i_X509_NAME(NULL, &subject, p - subject);
+}
+
+static void bundle_index_free(struct bundle_index *ix)
+{
+    if (ix == NULL)
+        return;
+    for (size_t i = 0; i < ix->n; i++) {
+        X509_NAME_free(ix->v[i].subject);
+        OPENSSL_free(ix->v[i].der);
+    }
+    free(ix->v);
+    free(ix);
+}
+
+static char bundle_whole; /* its address marks a lookup that loaded the whole bundle */
+
+static void bundle_lookup_free(X509_LOOKUP *lu)
+{
+    struct bundle_index *ix = X509_LOOKUP_get_method_data(lu);
+
+    if (ix != (struct bundle_index *)&bundle_whole)
+        bundle_index_free(ix);
+    X509_LOOKUP_set_method_data(lu, NULL);
+}
+
+/* Decode entry `e` into the store. */
+static void bundle_add(X509_STORE *store, struct bundle_entry *e)
+{
+    const unsigned char *p = e->der;
+    X509 *x = d2i_X509(NULL, &p, e->len);
+
+    if (x != NULL)
+        X509_STORE_add_cert(store, x); /* a duplicate is no error */
+    X509_free(x);
+    OPENSSL_free(e->der);
+    e->der = NULL;
+    e->len = 0;
+}
+
+/* Read the bundle into an index; certificates without a usable subject go into the store at
+ * once. Returns NULL (and leaves the whole file to X509_load_cert_crl_file()) on anything
+ * but plain certificates. */
+static struct bundle_index *bundle_read(X509_STORE *store, const char *file)
+{
+    struct bundle_index *ix = calloc(1, sizeof(*ix));
+    BIO *bio = BIO_new_file(file, "r");
+    char *name = NULL, *header = NULL;
+    unsigned char *der = NULL;
+    long len;
+
+    if (ix == NULL || bio == NULL)
+        goto fail;
+    while (PEM_read_bio(bio, &name, &header, &der, &len) == 1) {
+        bool plain = strcmp(name, PEM_STRING_X509) == 0 && header[0] == '\0';
+
+        OPENSSL_free(name);
+        OPENSSL_free(header);
+        name = header = NULL;
+        if (!plain)
+            goto fail;
+        if (ix->n == ix->cap) {
+            size_t cap = ix->cap ? ix->cap * 2 : 64;
+            struct bundle_entry *v = realloc(ix->v, cap * sizeof(*v));
+            if (v == NULL)
+                goto fail;
+            ix->v = v;
+            ix->cap = cap;
+        }
+        struct bundle_entry *e = &ix->v[ix->n++];
+        *e = (struct bundle_entry){.subject = der_subject(der, len), .der = der, .len = len};
+        der = NULL;
+        if (e->subject == NULL)
+            bundle_add(store, e);
+    }
+    /* The normal end of the file is PEM_R_NO_START_LINE; anything else is a broken block. */
+    if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE)
+        goto fail;
+    BIO_free(bio);
+    return ix;
+
+fail:
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    BIO_free(bio);
+    bundle_index_free(ix);
+    return NULL;
+}
+
+static int bundle_get_by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X509_NAME *name,
+                                 X509_OBJECT *ret)
+{
+    X509_STORE *store = X509_LOOKUP_get_store(lu);
+    struct bundle_index *ix = X509_LOOKUP_get_method_data(lu);
+    X509_OBJECT *obj;
+    X509 *x = NULL;
+
+    /* Whatever fails in here is no error of the verification that asked: leave the error
+     * queue as it was. */
+    ERR_set_mark();
+    if (ix == NULL) {
+        const char *file = secure_getenv(X509_get_default_cert_file_env()); /* as OpenSSL */
+
+        if (file == NULL)
+            file = X509_get_default_cert_file();
+        ix = bundle_read(store, file);
+        if (ix == NULL) {
+            /* What X509_STORE_set_default_paths() does; a missing file is no error. */
+            ix = (struct bundle_index *)&bundle_whole;
+            X509_load_cert_crl_file(lu, file, X509_FILETYPE_PEM);
+        }
+        X509_LOOKUP_set_method_data(lu, ix);
+    }
+    if (type == X509_LU_X509 && ix != (struct bundle_index *)&bundle_whole) {
+        for (size_t i = 0; i < ix->n; i++)
+            if (ix->v[i].len > 0 && X509_NAME_cmp(ix->v[i].subject, name) == 0)
+                bundle_add(store, &ix->v[i]);
+    }
+    ERR_pop_to_mark();
+    if (type != X509_LU_X509 || !X509_STORE_lock(store))
+        return 0;
+    obj = X509_OBJECT_retrieve_by_subject(X509_STORE_get0_objects(store), X509_LU_X509, name);
+    if (obj != NULL)
+        x = X509_OBJECT_get0_X509(obj);
+    X509_STORE_unlock(store);
+    /* Like OpenSSL's own lookups, `ret` lends the store's certificate and the caller takes
+     * a reference: set1 takes one, so give it back (the store keeps its own). */
+    if (x == NULL || X509_OBJECT_set1_X509(ret, x) != 1)
+        return 0;
+    X509_free(x);
+    return 1;
+}
+
+static int load_system_trust(struct sl__tls_ctx *ctx)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx->ssl_ctx);
+    X509_LOOKUP *lu;
+
+    ctx->bundle_method = X509_LOOKUP_meth_new("sluice: system CA bundle, decoded on demand");
+    if (ctx->bundle_method == NULL ||
+        X509_LOOKUP_meth_set_get_by_subject(ctx->bundle_method, bundle_get_by_subject) != 1 ||
+        X509_LOOKUP_meth_set_free(ctx->bundle_method, bundle_lookup_free) != 1)
+        return -1;
+    if (X509_STORE_add_lookup(store, ctx->bundle_method) == NULL)
+        return -1;
+    /* The directory and the store URI, as X509_STORE_set_default_paths() adds them. */
+    lu = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+    if (lu == NULL)
+        return -1;
+    X509_LOOKUP_add_dir(lu, NULL, X509_FILETYPE_DEFAULT);
+    lu = X509_STORE_add_lookup(store, X509_LOOKUP_store());
+    if (lu == NULL)
+        return -1;
+    X509_LOOKUP_add_store(lu, NULL);
+    ERR_clear_error(); /* a missing directory or URI is no error, as with the default paths */
+    return 0;
+}
+
 static int load_trust(struct sl__tls_ctx *ctx, const struct sl__tls_ctx_opts *o, char *errbuf,
                       size_t errlen)
 {
     struct stat st;
 
     if (o->cafile == NULL && o->capath == NULL) {
-        if (SSL_CTX_set_default_verify_paths(ctx->ssl_ctx) != 1) {
+        if (load_system_trust(ctx) != 0) {
             openssl_detail(errbuf, errlen, "loading the system trust store");
             return SL_ETLS;
         }
@@ -575,6 +820,7 @@ void sl__tls_ctx_free(struct sl__tls_ctx *ctx)
     while (!sl__queue_empty(&ctx->sessions))
         cache_drop(ctx, sl__queue_data(ctx->sessions.next, struct sess_entry, node));
     SSL_CTX_free(ctx->ssl_ctx);
+    X509_LOOKUP_meth_free(ctx->bundle_method); /* after the store, whose lookup uses it */
     BIO_meth_free(ctx->bio_method);
     free(ctx);
 }

@@ -17,6 +17,8 @@
  *
  * Table 1 is 100 requests at 50 in flight; table 2 is 10,000 at 1000 in flight, where (a) is
  * skipped (500 s) and (b) runs once (25 s). The server's /stats counts what each run sent.
+ * Table 0 is what a process costs before it waits on the network: each client, started
+ * fresh, makes one GET of /delay/0; (a) here is this program's blocking client alone.
  * Output: one `bench=seed ...` line per run, then the tables and whether the targets hold.
  */
 #include <sluice.h>
@@ -43,7 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_RUNS 9
+#define MAX_RUNS 9 /* at least START_RUNS */
 #define DELAY_MS 50
 #define POOL_THREADS 20
 
@@ -275,6 +277,10 @@ static int worker_main(const char *kind, int total)
 
     if (strcmp(kind, "sequential") == 0) {
         pool_thread(&p);
+    } else if (strcmp(kind, "startup") == 0) { /* one GET that is answered at once */
+        struct kconn k = {.fd = -1};
+        atomic_fetch_add(kc_get(&k, "/delay/0") == 200 ? &p.ok : &p.failed, 1);
+        kc_close(&k);
     } else if (strcmp(kind, "threads") == 0) {
         pthread_t tids[POOL_THREADS];
         int started = 0;
@@ -568,6 +574,84 @@ static void run_curl(struct table *t)
     free(urls);
 }
 
+/* ---- start-up: one GET /delay/0, whole process --------------------------------------- */
+
+#define START_RUNS 9
+
+struct startup {
+    const char *label;
+    int n;
+    double wall[START_RUNS], rss_kb[START_RUNS];
+};
+
+static struct startup starts[NROWS];
+
+/* What a process costs before it can wait on the network: each client, started fresh, makes
+ * one GET of /delay/0 (answered at once), START_RUNS times; median wall and peak RSS. (a)
+ * is this program's blocking client, re-executed as a worker and timed from outside here. */
+static void run_startup(void)
+{
+    char url[128], ports[16], script[512];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/delay/0", port);
+    snprintf(ports, sizeof(ports), "%d", port);
+    snprintf(script, sizeof(script),
+             "import asyncio, aiohttp\n"
+             "async def main():\n"
+             "    async with aiohttp.ClientSession() as s:\n"
+             "        async with s.get('%s') as r:\n"
+             "            await r.read()\n"
+             "asyncio.run(main())\n",
+             url);
+    char *seq[] = {self_path, "--worker", "startup", "1", ports, NULL};
+    char *sl[] = {sluice_path, "-s", url, NULL};
+    char *py[] = {python_path, "-c", script, NULL};
+    char *cu[] = {"curl", "-s", url, NULL};
+    struct {
+        int row;
+        char **argv;
+        bool present;
+    } c[] = {{ROW_SEQ, seq, true},
+             {ROW_SLUICE, sl, access(sluice_path, X_OK) == 0},
+             {ROW_AIOHTTP, py, python_path[0] != '\0'},
+             {ROW_CURL, cu, have("curl")}};
+
+    starts[ROW_SEQ].label = "(a) this program's C client";
+    starts[ROW_SLUICE].label = "(c) sluice";
+    starts[ROW_AIOHTTP].label = "(d) aiohttp";
+    starts[ROW_CURL].label = "(d) curl";
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        struct startup *st = &starts[c[i].row];
+        for (int r = 0; c[i].present && r < START_RUNS; r++) {
+            struct child_result cr;
+            if (run_child(c[i].argv, "/dev/null", &cr) != 0)
+                continue;
+            printf("bench=seed test=startup impl=%s run=%d proc_wall_s=%.4f maxrss_kb=%ld\n",
+                   row_names[c[i].row], r, cr.wall, cr.maxrss_kb);
+            st->wall[st->n] = cr.wall;
+            st->rss_kb[st->n] = (double)cr.maxrss_kb;
+            st->n++;
+        }
+    }
+    fflush(stdout);
+}
+
+static void print_startup(void)
+{
+    printf("\n0. start-up: one GET /delay/0 in a fresh process (median of %d)\n", START_RUNS);
+    printf("   %-28s %9s %9s\n", "client", "wall ms", "RSS MiB");
+    for (int i = 0; i < NROWS; i++) {
+        const struct startup *st = &starts[i];
+        if (st->label == NULL)
+            continue;
+        if (st->n == 0) {
+            printf("   %-28s not installed or failed\n", st->label);
+            continue;
+        }
+        printf("   %-28s %9.2f %9.2f\n", st->label, median(st->wall, st->n) * 1e3,
+               median(st->rss_kb, st->n) / 1024);
+    }
+}
+
 /* ---- the table ----------------------------------------------------------------------- */
 
 /* `seq_per_req` is (a)'s wall per request from table 1 (0 when unknown): table 2 has no (a)
@@ -680,6 +764,23 @@ static void find_python(void)
     }
 }
 
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: bench-seed [--quick] [--runs N] [--sluice PATH] [--faultserver PATH]\n"
+            "  100 GETs of the faultserver's /delay/%d, 50 in flight, then 10,000 at 1000:\n"
+            "  (a) sequential, (b) %d threads (blocking C clients in this program), (c) the\n"
+            "  sluice CLI, (d) aiohttp and curl --parallel when installed. Prints one\n"
+            "  `bench=seed ...` line per run, then tables with wall time, CPU, peak RSS,\n"
+            "  the ratio to the floor (requests x %d ms / in flight) and the targets,\n"
+            "  after a table of start-up costs (one GET /delay/0 in a fresh process).\n"
+            "  --quick        the 100-request table only, one run\n"
+            "  --runs N       runs per row, median reported (1-%d, default 3)\n"
+            "  --sluice PATH  the CLI to measure (default: next to this program)\n"
+            "  --faultserver PATH  (default: ../tests/integ/faultserver from here)\n",
+            DELAY_MS, POOL_THREADS, DELAY_MS, MAX_RUNS);
+}
+
 int main(int argc, char **argv)
 {
     static struct table t1, t2;
@@ -703,9 +804,11 @@ int main(int argc, char **argv)
             snprintf(sluice_path, sizeof(sluice_path), "%s", argv[++i]);
         } else if (strcmp(argv[i], "--faultserver") == 0 && i + 1 < argc) {
             snprintf(server_path, sizeof(server_path), "%s", argv[++i]);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
         } else {
-            fprintf(stderr, "usage: bench-seed [--quick] [--runs N] [--sluice PATH] "
-                            "[--faultserver PATH]\n");
+            usage(stderr);
             return 2;
         }
     }
@@ -757,6 +860,7 @@ int main(int argc, char **argv)
     run_sluice(&t1);
     run_aiohttp(&t1);
     run_curl(&t1);
+    run_startup();
     double seq_per_req =
         t1.rows[ROW_SEQ].n > 0 ? median(t1.rows[ROW_SEQ].wall, t1.rows[ROW_SEQ].n) / t1.total : 0;
 
@@ -776,6 +880,7 @@ int main(int argc, char **argv)
     char title[128];
     snprintf(title, sizeof(title), "1. %d requests, %d in flight, GET /delay/%d (median of %d)",
              t1.total, t1.inflight, DELAY_MS, runs);
+    print_startup();
     print_table(&t1, title, 0);
     if (!quick) {
         snprintf(title, sizeof(title),

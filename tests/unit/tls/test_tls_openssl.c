@@ -1204,6 +1204,49 @@ START_TEST(tls_cafile_replaces_system_store)
 }
 END_TEST
 
+/* Concatenate the certificates of `creds` into pki_dir/bundle.pem and return its path. */
+static const char *write_bundle(const struct cred *const *creds, size_t n)
+{
+    static char path[PATH_MAX];
+    FILE *out;
+
+    snprintf(path, sizeof(path), "%s/bundle.pem", pki_dir);
+    out = fopen(path, "w");
+    ck_assert_ptr_nonnull(out);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(PEM_write_X509(out, creds[i]->cert), 1);
+    ck_assert_int_eq(fclose(out), 0);
+    return path;
+}
+
+START_TEST(tls_system_bundle_decoded_on_demand)
+{
+    /* The system bundle is indexed by subject and a certificate decoded when a chain asks
+     * for it: the anchor must be found among other certificates (here after two CAs that
+     * do not issue the server's), and not be made up when the bundle lacks it. */
+    const struct cred *with_ca[] = {&client_ca, &selfsigned, &ca};
+    const struct cred *without_ca[] = {&client_ca, &selfsigned};
+    struct srv s1 = {.cred = &good}, s2 = {.cred = &good}, s3 = {.cred = &good};
+    struct sl__tls_ctx_opts o = opts_trusting(NULL);
+    struct outcome out;
+
+    ck_assert_int_eq(setenv("SSL_CERT_DIR", pki_dir, 1), 0); /* not a hashed directory */
+    ck_assert_int_eq(setenv("SSL_CERT_FILE", write_bundle(with_ca, 3), 1), 0);
+    out = exchange(&o, &s1, "localhost");
+    ck_assert_msg(out.hs == 0, "bundle with the CA: %s (%s)", sl_err_name(out.hs), out.detail);
+    ck_assert_int_eq(setenv("SSL_CERT_FILE", write_bundle(without_ca, 2), 1), 0);
+    out = exchange(&o, &s2, "localhost");
+    ck_assert_msg(out.hs == SL_ETLS_UNKNOWN_CA, "bundle without: %s (%s)", sl_err_name(out.hs),
+                  out.detail);
+    ck_assert_int_eq(setenv("SSL_CERT_FILE", "/nonexistent/bundle.pem", 1), 0);
+    out = exchange(&o, &s3, "localhost");
+    unsetenv("SSL_CERT_FILE");
+    unsetenv("SSL_CERT_DIR");
+    ck_assert_msg(out.hs == SL_ETLS_UNKNOWN_CA, "no bundle: %s (%s)", sl_err_name(out.hs),
+                  out.detail);
+}
+END_TEST
+
 START_TEST(tls_insecure_accepts_all)
 {
     const struct cred *certs[] = {&good, &wronghost, &expired, &future, &selfsigned};
@@ -2199,6 +2242,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, tls_not_yet_valid);
     tcase_add_test(tc, tls_self_signed);
     tcase_add_test(tc, tls_cafile_replaces_system_store);
+    tcase_add_test(tc, tls_system_bundle_decoded_on_demand);
     tcase_add_test(tc, tls_insecure_accepts_all);
     tcase_add_test(tc, tls_ip_literal_verifies_ip_san_without_sni);
     tcase_add_test(tc, tls_ipv6_literal);
