@@ -168,6 +168,16 @@ static void client_reap_cb(sl_defer_t *d)
 
 static void req_finish(sl_req_t *req, int err);
 
+void sl_client_drain(sl_client_t *c)
+{
+    if (c->draining || c->closing)
+        return;
+    c->draining = true;
+    for (struct origin *o = c->origins; o != NULL; o = o->next)
+        while (!sl__queue_empty(&o->idle))
+            sl__conn_close(sl__queue_data(o->idle.next, struct conn, node));
+}
+
 void sl_client_free(sl_client_t *c)
 {
     if (c == NULL || c->closing)

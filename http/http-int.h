@@ -319,6 +319,7 @@ struct sl_client_s {
     char *tls_strings[4];        /* copies of the tls_* option strings */
     char tls_error[256];         /* why the TLS context could not be made */
     unsigned nreqs;              /* requests created and not yet freed */
+    bool draining;               /* sl_client_drain(): pool no idle connection */
     bool closing;
 };
 

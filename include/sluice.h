@@ -682,8 +682,16 @@ typedef struct sl_client_opts_s {
 /* Fill `o` with the defaults above. */
 void sl_client_opts_init(sl_client_opts_t *o);
 
+/* Say that no new transfer will be started (a CLI whose URL list ran out):
+ * the transfers running go on, retries and redirects included, but
+ * connections close as soon as they go idle instead of being pooled, and
+ * idle ones close now, so their teardown overlaps the last answers instead
+ * of following them. */
+void sl_client_drain(sl_client_t *c);
+
 /* Create a client on `loop` (NULL opts: defaults). Returns 0, SL_ENOMEM, or
- * an error from the DNS library (SL_EDNS_SERVER). Loop thread only. */
+ * an error from the DNS library (SL_EDNS_SERVER, only with dns_servers: the
+ * system's configuration is read at the first lookup). Loop thread only. */
 int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **out);
 
 /* Stop the client: every transfer still running is cancelled (its done

@@ -1689,6 +1689,9 @@ static void pump(void)
     while (!app.interrupted && !app.stopping && app.inflight < app.max_inflight &&
            app.waiting < app.wait_max && next_url(&url))
         xfer_begin(url);
+    /* The list ran out: connections close as they finish, not all at exit. */
+    if (app.src_pos >= app.o.nsrc)
+        sl_client_drain(app.client);
 }
 
 /* ---- signals ------------------------------------------------------------------------------ */

@@ -2429,6 +2429,34 @@ START_TEST(pool_server_closed_idle)
 }
 END_TEST
 
+/* sl_client_drain(): running transfers go on, nothing is pooled any more. */
+START_TEST(pool_drain_pools_nothing)
+{
+    struct ctx t;
+    struct xfer *x;
+
+    ctx_init(&t, NULL, "127.0.0.1");
+    x = fetch(&t, "GET", "/bytes/10");
+    assert_ok(x, 200);
+    x = fetch(&t, "GET", "/bytes/10");
+    ck_assert(x->res.reused);
+    /* Drained while one runs: it completes, on the idle connection's
+     * neighbour; afterwards every request needs a new connection. */
+    struct xfer *slow = xfer_new(&t, "GET", "/delay/100");
+    xfer_start(slow);
+    loop_sleep(&t, 20);
+    sl_client_drain(t.client);
+    wait_one(slow, 5000);
+    assert_ok(slow, 200);
+    for (int i = 0; i < 2; i++) {
+        x = fetch(&t, "GET", "/bytes/10");
+        assert_ok(x, 200);
+        ck_assert_msg(!x->res.reused, "a drained client reused a connection");
+    }
+    ctx_finish(&t);
+}
+END_TEST
+
 START_TEST(pool_100_concurrent)
 {
     struct ctx t;
@@ -3405,6 +3433,7 @@ static Suite *client_suite(void)
     tcase_add_test(tc, pool_idle_expiry);
     tcase_add_test(tc, pool_server_closed_idle);
     tcase_add_test(tc, pool_100_concurrent);
+    tcase_add_test(tc, pool_drain_pools_nothing);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("flow");
