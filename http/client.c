@@ -159,6 +159,7 @@ static void client_reap_cb(sl_defer_t *d)
     sl__pool_free(c);
     sl__dns_free(c->dns);
     sl__tls_ctx_free(c->tls);
+    free(c->rscratch);
     free(c->user_agent);
     free(c->dns_servers);
     for (int i = 0; i < 4; i++)
@@ -886,6 +887,10 @@ void sl__req_conn_ready(sl_req_t *req)
         sl__req_fail(req, rc, "could not build the request: %s", sl_strerror(rc));
         return;
     }
+    /* Sent under the origin's current back-off: an overloaded answer to it
+     * says something about that allowance (sl__aimd_decrease). */
+    if (req->client->opts.adaptive)
+        sl__pool_sending(req->client, req);
     req_set_state(req, REQ_SEND);
     req_phase(req, 0, 0);
     if (req->on_trace != NULL) {

@@ -34,8 +34,8 @@
 
 #define HAPPY_EYEBALLS_DELAY_MS 250
 #define EXPECT_CONTINUE_WAIT_MS 1000
-#define RBUF_MIN (16 * 1024)
-#define RBUF_MAX (256 * 1024)
+#define RBUF_MIN (4 * 1024)     /* smallest own buffer for bytes a pause left */
+#define RSCRATCH (256 * 1024)   /* the client's shared read buffer */
 #define READS_PER_EVENT 16u
 
 static const char *const conn_state_names[] = {"RESOLVE", "CONNECT", "HANDSHAKE",
@@ -637,11 +637,9 @@ void sl__conn_idle(struct conn *c)
     conn_set_state(c, CONN_IDLE);
     c->req = NULL;
     c->idle_since_ms = sl_loop_now(c->client->loop);
-    if (c->rbuf != NULL && c->rstart == c->rend && c->rcap > RBUF_MIN) {
-        /* An idle connection keeps at most a small buffer. The small one is
-         * kept: a malloc and free of 16 KiB per keep-alive request cost
-         * about 700 instructions (callgrind), and the pool's max_connections
-         * bounds what idle connections hold to what busy ones held anyway. */
+    if (c->rbuf != NULL && c->rbuf != c->client->rscratch && c->rstart == c->rend) {
+        /* Its own buffer only ever held what a pause left: not needed idle.
+         * (During a feed rbuf is the shared buffer: conn_read restores.) */
         free(c->rbuf);
         c->rbuf = NULL;
         c->rcap = 0;
@@ -918,32 +916,51 @@ static void conn_on_eof(struct conn *c)
         sl__req_conn_error(req, SL_ETRUNCATED, "connection closed before the response was complete");
 }
 
+/* Keep what the parser left unread (a pause, or bytes after the message)
+ * in the connection's own buffer; the shared one is reused by the next
+ * read of any connection. */
+static bool conn_keep_rest(struct conn *c, const char *rest, size_t len)
+{
+    if (len > c->rcap) {
+        size_t cap = len > RBUF_MIN ? len : RBUF_MIN;
+        char *p = malloc(cap);
+        if (p == NULL)
+            return false;
+        free(c->rbuf);
+        c->rbuf = p;
+        c->rcap = cap;
+    }
+    memmove(c->rbuf, rest, len);
+    c->rstart = 0;
+    c->rend = len;
+    return true;
+}
+
+/*
+ * Reads go into one buffer per client (RSCRATCH bytes) and are parsed from
+ * there: a connection owns read memory only while a paused transfer leaves
+ * bytes unparsed, so a thousand connections do not hold a thousand
+ * buffers, and every read may move a large block. Nothing can read into
+ * the shared buffer while it is being parsed: user callbacks that resume or
+ * start transfers only queue deferred work.
+ */
 static void conn_read(struct conn *c)
 {
+    sl_client_t *cl = c->client;
+
+    if (cl->rscratch == NULL && (cl->rscratch = malloc(RSCRATCH)) == NULL) {
+        sl__req_conn_error(c->req, SL_ENOMEM, "out of memory");
+        return;
+    }
     for (unsigned i = 0; i < READS_PER_EVENT; i++) {
         sl_req_t *req = c->req;
-        size_t n = 0;
+        char *own = c->rbuf;
+        size_t own_cap = c->rcap, n = 0;
         int rc;
 
-        if (req == NULL || req->paused)
-            return;
-        if (c->rbuf == NULL) {
-            c->rbuf = malloc(RBUF_MIN);
-            if (c->rbuf == NULL) {
-                sl__req_conn_error(req, SL_ENOMEM, "out of memory");
-                return;
-            }
-            c->rcap = RBUF_MIN;
-        }
-        if (c->rend == c->rcap) {
-            /* A paused parser left bytes behind and the buffer is full. */
-            if (c->rstart == 0)
-                return;
-            memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
-            c->rend -= c->rstart;
-            c->rstart = 0;
-        }
-        rc = c->tp->read(c, c->rbuf + c->rend, c->rcap - c->rend, &n);
+        if (req == NULL || req->paused || c->rstart < c->rend)
+            return; /* bytes a pause left behind go first (conn_feed) */
+        rc = c->tp->read(c, cl->rscratch, RSCRATCH, &n);
         if (rc == SL_EAGAIN)
             return;
         if (rc == SL_EOF || (rc == SL_ETRUNCATED && c->tls != NULL)) {
@@ -958,8 +975,25 @@ static void conn_read(struct conn *c)
         if (!req->got_response_byte)
             sl__req_first_byte(req);
         sl__req_activity(req);
-        c->rend += n;
-        if (!conn_feed(c))
+        /* Parse in place: the connection's buffer points at the shared one
+         * for the duration of the feed (the connection's memory is freed
+         * only when its handler unwinds, after this). */
+        c->rbuf = cl->rscratch;
+        c->rcap = RSCRATCH;
+        c->rstart = 0;
+        c->rend = n;
+        bool go_on = conn_feed(c);
+        size_t left = c->rend - c->rstart;
+        const char *rest = c->rbuf + c->rstart;
+        c->rbuf = own;
+        c->rcap = own_cap;
+        c->rstart = c->rend = 0;
+        if (left > 0 && !conn_keep_rest(c, rest, left)) {
+            if (c->state != CONN_CLOSED && c->req != NULL)
+                sl__req_conn_error(c->req, SL_ENOMEM, "out of memory");
+            return;
+        }
+        if (!go_on)
             return;
         if (i + 1 == READS_PER_EVENT && c->tp->has_pending(c)) {
             /* Plaintext waits inside OpenSSL and the fd will not say so:
@@ -967,19 +1001,8 @@ static void conn_read(struct conn *c)
             sl__conn_kick(c);
             return;
         }
-        if (n < c->rcap / 2 && !c->tp->has_pending(c))
+        if (n < RSCRATCH / 2 && !c->tp->has_pending(c))
             return; /* drained the socket for now */
-        /* Reads fill the buffer: a large body is streaming. Grow towards
-         * RBUF_MAX so each system call moves more bytes; small responses
-         * never pay for the large buffer. */
-        if (n == c->rcap && c->rcap < RBUF_MAX && c->rstart == c->rend) {
-            char *bigger = realloc(c->rbuf, c->rcap * 4);
-            if (bigger != NULL) {
-                c->rbuf = bigger;
-                c->rcap *= 4;
-                c->rstart = c->rend = 0;
-            }
-        }
     }
 }
 

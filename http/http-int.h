@@ -144,7 +144,7 @@ struct sl_req_s {
     /* running state */
     struct conn *conn;
     struct origin *origin;       /* set by sl__pool_acquire */
-    uint64_t aimd_epoch;         /* the origin's back-off epoch when this attempt began */
+    uint64_t aimd_epoch;         /* the origin's back-off epoch when this attempt was sent */
     struct sl__queue wait_node;  /* client->waiting while REQ_QUEUED */
     struct sl__queue all_node;   /* client->requests while started */
     sl_timer_t total_timer;
@@ -261,8 +261,8 @@ struct conn {
 
     /* exchange */
     struct sl__resp_parser parser;
-    char *rbuf;
-    size_t rcap, rstart, rend;   /* unparsed bytes: rbuf[rstart..rend) */
+    char *rbuf;                  /* unparsed bytes left by a pause: rbuf[rstart..rend) */
+    size_t rcap, rstart, rend;   /* (reads go to the client's shared buffer) */
     unsigned requests;           /* requests served */
     bool reusable;
     sl_timer_t idle_timer;       /* idle expiry; connect guard of an orphan */
@@ -291,8 +291,8 @@ struct origin {
     struct sl__queue idle;       /* idle connections, most recent first (LIFO) */
     struct sl__bucket bucket;    /* per-origin rate limit */
     struct sl__aimd aimd;        /* adaptive back-off (opts.adaptive) */
-    uint64_t last_start_ns;      /* the last request given a connection here */
-    double gap_ns;               /* moving average of the gaps between those */
+    uint64_t last_start_ns;      /* the last request sent here (opts.adaptive) */
+    double gap_ns;               /* moving average of the gaps between sends */
     struct origin *next;         /* client->origins list */
 };
 
@@ -319,6 +319,7 @@ struct sl_client_s {
     char *tls_strings[4];        /* copies of the tls_* option strings */
     char tls_error[256];         /* why the TLS context could not be made */
     unsigned nreqs;              /* requests created and not yet freed */
+    char *rscratch;              /* every connection reads into this, then parses */
     bool draining;               /* sl_client_drain(): pool no idle connection */
     bool closing;
 };
@@ -332,6 +333,8 @@ void sl__pool_release(struct conn *conn);
 /* Adaptive back-off: an answer to `req` said overloaded (429/503), or it
  * succeeded. */
 void sl__pool_overloaded(sl_client_t *c, sl_req_t *req);
+/* `req` is about to be sent: its back-off epoch, the host's pace. */
+void sl__pool_sending(sl_client_t *c, sl_req_t *req);
 void sl__pool_succeeded(sl_client_t *c, sl_req_t *req);
 /* A connection closed: free its slot and serve waiting requests. */
 void sl__pool_conn_gone(sl_client_t *c, struct origin *o);

@@ -131,16 +131,6 @@ int sl__pool_acquire(sl_client_t *c, sl_req_t *req)
     if (o == NULL)
         return SL_ENOMEM;
     req->origin = o;
-    req->aimd_epoch = o->aimd.epoch;
-    if (c->opts.adaptive) {
-        /* The pace of starts at this host, for the back-off's rate. */
-        uint64_t now = sl_loop_now_ns(c->loop);
-        if (o->last_start_ns != 0) {
-            double gap = (double)(now - o->last_start_ns);
-            o->gap_ns = o->gap_ns > 0 ? (o->gap_ns * 7 + gap) / 8 : gap;
-        }
-        o->last_start_ns = now;
-    }
     /* Requests already waiting go first (FIFO), unless this one can use an
      * idle connection of its own origin. */
     if (!sl__queue_empty(&c->waiting) && sl__queue_empty(&o->idle)) {
@@ -210,6 +200,23 @@ static void origin_apply_rate(sl_client_t *c, struct origin *o)
     o->bucket.rate = rate;
     if (rate > 0 && o->bucket.tokens > 1)
         o->bucket.tokens = 1; /* no burst right after an overload */
+}
+
+void sl__pool_sending(sl_client_t *c, sl_req_t *req)
+{
+    struct origin *o = req->origin;
+    uint64_t now = sl_loop_now_ns(c->loop);
+
+    if (o == NULL)
+        return;
+    req->aimd_epoch = o->aimd.epoch;
+    /* The pace of requests sent to this host: the rate the back-off halves
+     * when no rate limit was set. */
+    if (o->last_start_ns != 0) {
+        double gap = (double)(now - o->last_start_ns);
+        o->gap_ns = o->gap_ns > 0 ? (o->gap_ns * 7 + gap) / 8 : gap;
+    }
+    o->last_start_ns = now;
 }
 
 void sl__pool_overloaded(sl_client_t *c, sl_req_t *req)
