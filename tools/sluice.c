@@ -504,7 +504,8 @@ static int stdout_write(const void *data, size_t len)
 static int buffer_add(struct xfer *x, const char *data, size_t len)
 {
     if (x->spill == NULL && x->len + len <= OUT_MEM_EACH) {
-        size_t cap = x->cap ? x->cap : 4096;
+        /* Small first: a thousand transfers in flight each hold a buffer. */
+        size_t cap = x->cap ? x->cap : 256;
         while (cap < x->len + len)
             cap *= 2;
         if (cap > OUT_MEM_EACH)
