@@ -31,9 +31,9 @@
  * counters) stays in struct sl__tls_ctx, which is never shared.
  *
  * Record buffers: read-ahead with a READ_BUF_LEN buffer lets one recv()
- * take several records; the buffers are kept while the connection is busy
- * and released by sl__tls_idle() (RELEASE_BUFFERS would free and allocate
- * them around every record of a download).
+ * take two records. RELEASE_BUFFERS is on during the handshake and while
+ * idle (sl__tls_idle), off during an exchange, where it would free and
+ * allocate the buffers around every record of a download.
  *
  * Sessions: the context keeps, per caller-chosen key, the newest session
  * OpenSSL reports through the new-session callback (TLS 1.2 at the end of
@@ -645,12 +645,15 @@ static int shared_build(const struct sl__tls_ctx_opts *o, int minv, struct share
         goto fail;
     }
     SSL_CTX_set_options(sh->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-    /* No RELEASE_BUFFERS: it would free and reallocate the record buffers
-     * around every record of a download; sl__tls_idle() releases them
-     * instead. The other two only matter if a write could block inside
-     * OpenSSL, which our BIO never lets happen; they are kept as the
-     * documented safe settings. */
-    SSL_CTX_set_mode(sh->ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+    /* RELEASE_BUFFERS frees the record buffers whenever they are empty:
+     * right for the handshake (many connections opening at once each wait
+     * for the peer between flights) and for an idle connection, wrong for
+     * an exchange, where it costs an allocation per record of a download.
+     * So each connection drops it when its handshake completes and gets it
+     * back from sl__tls_idle(). The other two only matter if a write could
+     * block inside OpenSSL, which our BIO never lets happen; they are kept
+     * as the documented safe settings. */
+    SSL_CTX_set_mode(sh->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Read-ahead: one recv() fills the whole READ_BUF_LEN buffer instead of
      * two (header, then body) per record. What it reads beyond the current
@@ -1173,6 +1176,7 @@ int sl__tls_handshake(struct sl__tls *t)
     /* Complete for OpenSSL, even if our Finished is still queued: the next
      * read or write sends it first. */
     t->handshake_done = true;
+    SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS); /* busy now: keep them */
     t->hs_wants = 0;
     SSL_get0_alpn_selected(t->ssl, &p, &len);
     if (p != NULL && len < sizeof(t->alpn)) {
@@ -1202,14 +1206,6 @@ const char *sl__tls_cipher(const struct sl__tls *t)
 const char *sl__tls_alpn(const struct sl__tls *t)
 {
     return t->alpn;
-}
-
-/* After the owner said the connection is idle: give back the record
- * buffers a read (a late ticket, a KeyUpdate) allocated again. */
-static void release_if_idle(struct sl__tls *t)
-{
-    if (t->idle && t->error == 0)
-        (void)SSL_free_buffers(t->ssl); /* refuses while records are buffered: fine */
 }
 
 int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
@@ -1244,7 +1240,6 @@ int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
             rc = op_failure(t, 0, &wants);
             if (got == 0) {
                 t->read_wants = wants;
-                release_if_idle(t);
                 return rc;
             }
             /* The bytes go first; sl__tls_has_pending() brings the owner
@@ -1256,7 +1251,6 @@ int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
     } while (got < len && SSL_has_pending(t->ssl) == 1);
     t->read_wants = 0;
     *n = got;
-    release_if_idle(t);
     return 0;
 }
 
@@ -1288,7 +1282,11 @@ int sl__tls_writev(struct sl__tls *t, const struct iovec *iov, int iovcnt, size_
     *n = 0;
     if (t->error != 0)
         return t->error;
-    t->idle = false; /* a new exchange starts */
+    if (t->idle) {
+        /* A new exchange starts: keep the buffers again (see shared_build). */
+        t->idle = false;
+        SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    }
     if (!t->handshake_done && (rc = sl__tls_handshake(t)) != 0)
         return rc;
     if (iovcnt < 0 || (iovcnt > 0 && iov == NULL))
@@ -1354,8 +1352,12 @@ bool sl__tls_has_pending(const struct sl__tls *t)
 
 void sl__tls_idle(struct sl__tls *t)
 {
+    /* From now on OpenSSL frees them itself after any read (a late ticket,
+     * a KeyUpdate) that leaves them empty. */
     t->idle = true;
-    release_if_idle(t);
+    SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (t->error == 0)
+        (void)SSL_free_buffers(t->ssl); /* refuses while records are buffered: fine */
 }
 
 int sl__tls_shutdown(struct sl__tls *t)
