@@ -196,12 +196,12 @@ unsigned sl__tls_wants(const struct sl__tls *t);
 bool sl__tls_has_pending(const struct sl__tls *t);
 
 /* The owner parks the connection (a pooled keep-alive connection): the
- * record buffers are released now, and by OpenSSL after any read that
- * empties them (a late ticket or KeyUpdate) until the next write starts an
- * exchange. An idle TLS connection then costs the SSL object and its
- * session only. Between the handshake and this call the buffers are kept:
- * releasing them after every record costs an allocation per record of a
- * download. Never fails; records already buffered keep their buffer. */
+ * record buffers are released now. OpenSSL frees them whenever they are
+ * empty anyway (SSL_MODE_RELEASE_BUFFERS), except while a large body is
+ * read, when that would cost an allocation per record: sl__tls_read()
+ * then keeps them until this call. An idle TLS connection costs the SSL
+ * object and its session only. Never fails; records already buffered keep
+ * their buffer. */
 void sl__tls_idle(struct sl__tls *t);
 
 /* Send close_notify: non-blocking, never waits for the peer's. The first

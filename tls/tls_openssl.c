@@ -30,10 +30,11 @@
  * verification, and everything mutable per client (the session cache,
  * counters) stays in struct sl__tls_ctx, which is never shared.
  *
- * Record buffers: read-ahead with a READ_BUF_LEN buffer lets one recv()
- * take two records. RELEASE_BUFFERS is on during the handshake and while
- * idle (sl__tls_idle), off during an exchange, where it would free and
- * allocate the buffers around every record of a download.
+ * Record buffers: read-ahead lets one recv() take a whole record (and the
+ * start of the next) instead of two, header then body. RELEASE_BUFFERS,
+ * which frees a buffer as soon as it is empty, stays on except while a
+ * large body streams in (then it would cost an allocation per record);
+ * sl__tls_idle() turns it back on and frees what is left.
  *
  * Sessions: the context keeps, per caller-chosen key, the newest session
  * OpenSSL reports through the new-session callback (TLS 1.2 at the end of
@@ -69,13 +70,6 @@ _Static_assert(SL__TLS_VERSION_1_3 == TLS1_3_VERSION, "wire version of TLS 1.3")
  * few handshake messages; a peer that makes us answer without reading
  * (KeyUpdate after KeyUpdate) is cut off at this bound. */
 #define OUT_MAX (1024 * 1024)
-/* OpenSSL's read buffer with read-ahead: two full records per recv(). Not
- * more: before each record OpenSSL moves whatever follows it in the buffer
- * to the front (ssl3_read_n aligns the payload), so a buffer of k records
- * copies k(k-1)/2 records for every k; with 2 that is half a record, about
- * what one recv() per record would cost instead (measured: 64 KiB was no
- * better, 256 KiB worse). */
-#define READ_BUF_LEN (2 * (RECORD_MAX + SSL3_RT_MAX_ENCRYPTED_OVERHEAD + SSL3_RT_HEADER_LENGTH))
 /* Unused shared SSL_CTXs kept for the next client with the same options. */
 #define SHARED_IDLE_MAX 4
 
@@ -116,7 +110,7 @@ struct sl__tls {
     bool handshake_done;
     bool shutdown_queued; /* close_notify written (maybe still queued in `out`) */
     bool cert_requested;  /* the server sent a CertificateRequest */
-    bool idle;            /* sl__tls_idle() was called and no write followed */
+    bool streaming;       /* a large body is being read: RELEASE_BUFFERS is off */
     bool result_pending;  /* a read returned bytes and kept SL_EOF or an error for later */
     unsigned hs_wants, read_wants, write_wants;
     char *out; /* ciphertext the socket did not take yet: out[out_off..out_len) */
@@ -646,21 +640,22 @@ static int shared_build(const struct sl__tls_ctx_opts *o, int minv, struct share
     }
     SSL_CTX_set_options(sh->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     /* RELEASE_BUFFERS frees the record buffers whenever they are empty:
-     * right for the handshake (many connections opening at once each wait
-     * for the peer between flights) and for an idle connection, wrong for
-     * an exchange, where it costs an allocation per record of a download.
-     * So each connection drops it when its handshake completes and gets it
-     * back from sl__tls_idle(). The other two only matter if a write could
-     * block inside OpenSSL, which our BIO never lets happen; they are kept
-     * as the documented safe settings. */
+     * right for handshakes, small exchanges and idle connections, wrong for
+     * a download, where it costs an allocation per record; sl__tls_read()
+     * turns it off per connection while one streams in. The other two only
+     * matter if a write could block inside OpenSSL, which our BIO never
+     * lets happen; they are kept as the documented safe settings. */
     SSL_CTX_set_mode(sh->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    /* Read-ahead: one recv() fills the whole READ_BUF_LEN buffer instead of
-     * two (header, then body) per record. What it reads beyond the current
+    /* Read-ahead: one recv() fills the record buffer instead of two
+     * (header, then body) per record. What it reads beyond the current
      * record is visible to SSL_has_pending(), so sl__tls_has_pending()
-     * still tells the owner to come back. */
+     * still tells the owner to come back. The buffer keeps OpenSSL's
+     * default size, one record: before each record OpenSSL moves whatever
+     * follows it to the front of the buffer (ssl3_read_n aligns the
+     * payload), so a buffer of k records copies k(k-1)/2 of them for every
+     * k. Measured on a 1 GiB download: 2 records no better, 16 worse. */
     SSL_CTX_set_read_ahead(sh->ssl_ctx, 1);
-    SSL_CTX_set_default_read_buffer_len(sh->ssl_ctx, READ_BUF_LEN);
     /* Unlike nearly every OpenSSL call, this one returns 0 on success. */
     if (SSL_CTX_set_alpn_protos(sh->ssl_ctx, alpn_protos, sizeof(alpn_protos) - 1) != 0) {
         openssl_detail(errbuf, errlen, "setting ALPN");
@@ -1176,7 +1171,6 @@ int sl__tls_handshake(struct sl__tls *t)
     /* Complete for OpenSSL, even if our Finished is still queued: the next
      * read or write sends it first. */
     t->handshake_done = true;
-    SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS); /* busy now: keep them */
     t->hs_wants = 0;
     SSL_get0_alpn_selected(t->ssl, &p, &len);
     if (p != NULL && len < sizeof(t->alpn)) {
@@ -1251,6 +1245,12 @@ int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
     } while (got < len && SSL_has_pending(t->ssl) == 1);
     t->read_wants = 0;
     *n = got;
+    if (got >= RECORD_MAX && !t->streaming) {
+        /* A full record or more at once: a large body is streaming in. Keep
+         * the buffers until sl__tls_idle(). */
+        t->streaming = true;
+        SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    }
     return 0;
 }
 
@@ -1282,11 +1282,6 @@ int sl__tls_writev(struct sl__tls *t, const struct iovec *iov, int iovcnt, size_
     *n = 0;
     if (t->error != 0)
         return t->error;
-    if (t->idle) {
-        /* A new exchange starts: keep the buffers again (see shared_build). */
-        t->idle = false;
-        SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
-    }
     if (!t->handshake_done && (rc = sl__tls_handshake(t)) != 0)
         return rc;
     if (iovcnt < 0 || (iovcnt > 0 && iov == NULL))
@@ -1352,9 +1347,9 @@ bool sl__tls_has_pending(const struct sl__tls *t)
 
 void sl__tls_idle(struct sl__tls *t)
 {
-    /* From now on OpenSSL frees them itself after any read (a late ticket,
-     * a KeyUpdate) that leaves them empty. */
-    t->idle = true;
+    /* After a download OpenSSL kept them (see sl__tls_read): from now on
+     * it frees them again whenever they are empty. */
+    t->streaming = false;
     SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
     if (t->error == 0)
         (void)SSL_free_buffers(t->ssl); /* refuses while records are buffered: fine */
