@@ -77,9 +77,9 @@ _Static_assert(SL__TLS_VERSION_1_3 == TLS1_3_VERSION, "wire version of TLS 1.3")
 struct shared_ctx {
     struct sl__queue node; /* shared_list, most recently used first; unlinked if uncached */
     SSL_CTX *ssl_ctx;
-    unsigned refs;         /* struct sl__tls_ctx holding it; under shared_lock */
+    unsigned refs; /* struct sl__tls_ctx holding it; under shared_lock */
     bool has_client_cert;
-    char *key;             /* NULL: not cacheable (a named file could not be stat()ed) */
+    char *key; /* NULL: not cacheable (a named file could not be stat()ed) */
 };
 
 struct sess_entry {
