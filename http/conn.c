@@ -646,6 +646,8 @@ void sl__conn_idle(struct conn *c)
     }
     if (c->rstart == c->rend)
         c->rstart = c->rend = 0;
+    if (c->tls != NULL)
+        sl__tls_idle(c->tls); /* and OpenSSL's record buffers */
     sl__queue_insert_head(&c->origin->idle, &c->node);
     c->client->nidle++;
     /* Watch for the peer closing an idle connection. */

@@ -11,7 +11,8 @@
  * true the owner must read again without waiting for readiness.
  *
  * Threads: a context and every session made from it belong to one thread
- * (the loop thread). OpenSSL's per-thread error queue is cleared before each
+ * (the loop thread); contexts on different threads may share OpenSSL state
+ * underneath (see sl__tls_ctx_cache_flush). OpenSSL's per-thread error queue is cleared before each
  * OpenSSL call, so other users of OpenSSL in the process are not disturbed.
  *
  * Errors: the SL_E* codes of sluice.h. OpenSSL's codes and verify results
@@ -65,6 +66,13 @@ struct sl__tls_ctx;
  * NUL-terminated detail is written to `errbuf` (if errlen > 0). */
 int sl__tls_ctx_new(const struct sl__tls_ctx_opts *o, struct sl__tls_ctx **out, char *errbuf,
                     size_t errlen);
+
+/* Contexts made from the same options (and the same files, unchanged on
+ * disk) share one OpenSSL SSL_CTX, so the trust store is loaded once per
+ * process, not once per client; the last few unused ones are kept for the
+ * next client. Safe to call from any thread. This frees the unused ones
+ * (tests, leak checkers). */
+void sl__tls_ctx_cache_flush(void);
 
 /* Free the context and its session cache. Every session made from it must
  * have been freed first (asserted). NULL is fine. */
@@ -181,9 +189,20 @@ int sl__tls_writev(struct sl__tls *t, const struct iovec *iov, int iovcnt, size_
  * first sends what is queued. */
 unsigned sl__tls_wants(const struct sl__tls *t);
 
-/* Plaintext already decrypted inside OpenSSL, which the fd will never
- * announce (SSL_has_pending): read again without waiting. */
+/* Plaintext already decrypted or read ahead inside OpenSSL, which the fd
+ * will never announce (SSL_has_pending), or a result (SL_EOF, an error)
+ * that a read returning bytes kept for the next call: read again without
+ * waiting. */
 bool sl__tls_has_pending(const struct sl__tls *t);
+
+/* The owner parks the connection (a pooled keep-alive connection): the
+ * record buffers are released now. OpenSSL frees them whenever they are
+ * empty anyway (SSL_MODE_RELEASE_BUFFERS), except while a large body is
+ * read, when that would cost an allocation per record: sl__tls_read()
+ * then keeps them until this call. An idle TLS connection costs the SSL
+ * object and its session only. Never fails; records already buffered keep
+ * their buffer. */
+void sl__tls_idle(struct sl__tls *t);
 
 /* Send close_notify: non-blocking, never waits for the peer's. The first
  * call writes the alert (queued behind anything still queued); later calls

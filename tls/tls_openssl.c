@@ -20,6 +20,22 @@
  * plus such messages, and is freed as soon as it drains. Plaintext is fed
  * one record at a time, gathered from the iovec when its pieces are small.
  *
+ * Contexts: an OpenSSL SSL_CTX (trust store loaded, client certificate
+ * read) costs far more CPU than a handshake, so it is shared. A process-wide
+ * cache maps the options, plus the identity (device, inode, size, mtime) of
+ * every file they name, to one refcounted SSL_CTX; a client created with
+ * the same options gets the same one, and a changed file makes a new key.
+ * Up to SHARED_IDLE_MAX unused ones are kept for the next client. The
+ * cache is under a mutex; an SSL_CTX is thread-safe for SSL_new() and
+ * verification, and everything mutable per client (the session cache,
+ * counters) stays in struct sl__tls_ctx, which is never shared.
+ *
+ * Record buffers: read-ahead lets one recv() take a whole record (and the
+ * start of the next) instead of two, header then body. RELEASE_BUFFERS,
+ * which frees a buffer as soon as it is empty, stays on except while a
+ * large body streams in (then it would cost an allocation per record);
+ * sl__tls_idle() turns it back on and frees what is left.
+ *
  * Sessions: the context keeps, per caller-chosen key, the newest session
  * OpenSSL reports through the new-session callback (TLS 1.2 at the end of
  * the handshake, TLS 1.3 whenever a NewSessionTicket is read), in a list
@@ -55,6 +71,18 @@ _Static_assert(SL__TLS_VERSION_1_3 == TLS1_3_VERSION, "wire version of TLS 1.3")
  * few handshake messages; a peer that makes us answer without reading
  * (KeyUpdate after KeyUpdate) is cut off at this bound. */
 #define OUT_MAX (1024 * 1024)
+/* Unused shared SSL_CTXs kept for the next client with the same options. */
+#define SHARED_IDLE_MAX 4
+
+/* One SSL_CTX, shared by every context made with the same options. */
+struct shared_ctx {
+    struct sl__queue node; /* shared_list, most recently used first; unlinked if uncached */
+    SSL_CTX *ssl_ctx;
+    X509_LOOKUP_METHOD *bundle_method; /* the system CA bundle, decoded on demand; or NULL */
+    unsigned refs; /* struct sl__tls_ctx holding it; under shared_lock */
+    bool has_client_cert;
+    char *key; /* NULL: not cacheable (a named file could not be stat()ed) */
+};
 
 struct sess_entry {
     struct sl__queue node; /* ctx->sessions, most recently stored or used first */
@@ -63,9 +91,9 @@ struct sess_entry {
 };
 
 struct sl__tls_ctx {
-    SSL_CTX *ssl_ctx;
+    struct shared_ctx *shared;
+    SSL_CTX *ssl_ctx; /* shared->ssl_ctx */
     BIO_METHOD *bio_method;
-    X509_LOOKUP_METHOD *bundle_method; /* the system CA bundle, decoded on demand; or NULL */
     bool insecure;
     bool has_client_cert;
     bool session_cache;
@@ -84,6 +112,8 @@ struct sl__tls {
     bool handshake_done;
     bool shutdown_queued; /* close_notify written (maybe still queued in `out`) */
     bool cert_requested;  /* the server sent a CertificateRequest */
+    bool streaming;       /* a large body is being read: RELEASE_BUFFERS is off */
+    bool result_pending;  /* a read returned bytes and kept SL_EOF or an error for later */
     unsigned hs_wants, read_wants, write_wants;
     char *out; /* ciphertext the socket did not take yet: out[out_off..out_len) */
     size_t out_off, out_len, out_cap;
@@ -124,6 +154,17 @@ static void openssl_detail(char *buf, size_t len, const char *fmt, ...)
         ERR_error_string_n(e, buf + used + 2, len - used - 2);
     }
     ERR_clear_error();
+}
+
+/* Empty this thread's error queue before an SSL_* call, so that
+ * SSL_get_error() judges that call alone. ERR_clear_error() walks all the
+ * queue's slots even when it is empty, which is most of the time and was
+ * about 5% of a keep-alive request; ERR_peek_error() is what SSL_get_error()
+ * itself looks at, so "empty" means the same to both. */
+static inline void err_clear(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
 }
 
 /* ---- the socket BIO --------------------------------------------------------- */
@@ -438,7 +479,8 @@ void sl__tls_ctx_opts_init(struct sl__tls_ctx_opts *o)
  * A bundle holding anything but plain CERTIFICATE blocks (CRLs, TRUSTED
  * CERTIFICATE with trust settings), or a certificate whose subject cannot be
  * found, is decoded whole, as before. The index belongs to the context's
- * store, which the loop thread alone uses.
+ * store; lookups into it take `bundle_lock` (a shared SSL_CTX may serve
+ * clients on several threads).
  */
 struct bundle_entry {
     X509_NAME *subject;
@@ -591,6 +633,10 @@ fail:
     return NULL;
 }
 
+/* The index is per store, and a store may be shared by clients on several
+ * threads (the SSL_CTX cache): reading and decoding it is serialised. */
+static pthread_mutex_t bundle_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int bundle_get_by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X509_NAME *name,
                                  X509_OBJECT *ret)
 {
@@ -602,6 +648,8 @@ static int bundle_get_by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X
     /* Whatever fails in here is no error of the verification that asked: leave the error
      * queue as it was. */
     ERR_set_mark();
+    pthread_mutex_lock(&bundle_lock);
+    ix = X509_LOOKUP_get_method_data(lu); /* another thread may have read it meanwhile */
     if (ix == NULL) {
         const char *file = secure_getenv(X509_get_default_cert_file_env()); /* as OpenSSL */
 
@@ -620,6 +668,7 @@ static int bundle_get_by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X
             if (ix->v[i].len > 0 && X509_NAME_cmp(ix->v[i].subject, name) == 0)
                 bundle_add(store, &ix->v[i]);
     }
+    pthread_mutex_unlock(&bundle_lock);
     ERR_pop_to_mark();
     if (type != X509_LU_X509 || !X509_STORE_lock(store))
         return 0;
@@ -635,17 +684,17 @@ static int bundle_get_by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X
     return 1;
 }
 
-static int load_system_trust(struct sl__tls_ctx *ctx)
+static int load_system_trust(struct shared_ctx *sh)
 {
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx->ssl_ctx);
+    X509_STORE *store = SSL_CTX_get_cert_store(sh->ssl_ctx);
     X509_LOOKUP *lu;
 
-    ctx->bundle_method = X509_LOOKUP_meth_new("sluice: system CA bundle, decoded on demand");
-    if (ctx->bundle_method == NULL ||
-        X509_LOOKUP_meth_set_get_by_subject(ctx->bundle_method, bundle_get_by_subject) != 1 ||
-        X509_LOOKUP_meth_set_free(ctx->bundle_method, bundle_lookup_free) != 1)
+    sh->bundle_method = X509_LOOKUP_meth_new("sluice: system CA bundle, decoded on demand");
+    if (sh->bundle_method == NULL ||
+        X509_LOOKUP_meth_set_get_by_subject(sh->bundle_method, bundle_get_by_subject) != 1 ||
+        X509_LOOKUP_meth_set_free(sh->bundle_method, bundle_lookup_free) != 1)
         return -1;
-    if (X509_STORE_add_lookup(store, ctx->bundle_method) == NULL)
+    if (X509_STORE_add_lookup(store, sh->bundle_method) == NULL)
         return -1;
     /* The directory and the store URI, as X509_STORE_set_default_paths() adds them. */
     lu = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
@@ -660,13 +709,13 @@ static int load_system_trust(struct sl__tls_ctx *ctx)
     return 0;
 }
 
-static int load_trust(struct sl__tls_ctx *ctx, const struct sl__tls_ctx_opts *o, char *errbuf,
+static int load_trust(struct shared_ctx *sh, const struct sl__tls_ctx_opts *o, char *errbuf,
                       size_t errlen)
 {
     struct stat st;
 
     if (o->cafile == NULL && o->capath == NULL) {
-        if (load_system_trust(ctx) != 0) {
+        if (load_system_trust(sh) != 0) {
             openssl_detail(errbuf, errlen, "loading the system trust store");
             return SL_ETLS;
         }
@@ -684,14 +733,14 @@ static int load_trust(struct sl__tls_ctx *ctx, const struct sl__tls_ctx_opts *o,
             return SL_ETLS;
         }
     }
-    if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, o->cafile, o->capath) != 1) {
+    if (SSL_CTX_load_verify_locations(sh->ssl_ctx, o->cafile, o->capath) != 1) {
         openssl_detail(errbuf, errlen, "CA file %s", o->cafile != NULL ? o->cafile : "(none)");
         return SL_ETLS;
     }
     return 0;
 }
 
-static int load_client_cert(struct sl__tls_ctx *ctx, const struct sl__tls_ctx_opts *o, char *errbuf,
+static int load_client_cert(struct shared_ctx *sh, const struct sl__tls_ctx_opts *o, char *errbuf,
                             size_t errlen)
 {
     const char *key = o->key != NULL ? o->key : o->cert;
@@ -701,32 +750,345 @@ static int load_client_cert(struct sl__tls_ctx *ctx, const struct sl__tls_ctx_op
         snprintf(errbuf, errlen, "client key %s given without a certificate", o->key);
         return SL_ETLS_CLIENT_CERT;
     }
-    SSL_CTX_set_default_passwd_cb(ctx->ssl_ctx, no_password_cb);
-    SSL_CTX_set_default_passwd_cb_userdata(ctx->ssl_ctx, &wanted_passphrase);
-    if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, o->cert) != 1) {
+    SSL_CTX_set_default_passwd_cb(sh->ssl_ctx, no_password_cb);
+    SSL_CTX_set_default_passwd_cb_userdata(sh->ssl_ctx, &wanted_passphrase);
+    if (SSL_CTX_use_certificate_chain_file(sh->ssl_ctx, o->cert) != 1) {
         openssl_detail(errbuf, errlen, "client certificate %s", o->cert);
         return SL_ETLS_CLIENT_CERT;
     }
     /* OpenSSL 3 already refuses a key that does not match the certificate
      * here ("key values mismatch"); the explicit check covers key types
      * that land in another certificate slot. */
-    if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key, SSL_FILETYPE_PEM) != 1) {
+    if (SSL_CTX_use_PrivateKey_file(sh->ssl_ctx, key, SSL_FILETYPE_PEM) != 1) {
         openssl_detail(errbuf, errlen,
                        wanted_passphrase ? "client key %s is encrypted (passphrases are not "
                                            "supported)"
                                          : "client key %s",
                        key);
-        SSL_CTX_set_default_passwd_cb_userdata(ctx->ssl_ctx, NULL);
+        SSL_CTX_set_default_passwd_cb_userdata(sh->ssl_ctx, NULL);
         return SL_ETLS_CLIENT_CERT;
     }
-    SSL_CTX_set_default_passwd_cb_userdata(ctx->ssl_ctx, NULL); /* `wanted_passphrase` dies here */
-    if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1) {
+    SSL_CTX_set_default_passwd_cb_userdata(sh->ssl_ctx, NULL); /* `wanted_passphrase` dies here */
+    if (SSL_CTX_check_private_key(sh->ssl_ctx) != 1) {
         openssl_detail(errbuf, errlen, "client key %s does not match certificate %s", key, o->cert);
         return SL_ETLS_CLIENT_CERT;
     }
-    ctx->has_client_cert = true;
+    sh->has_client_cert = true;
     return 0;
 }
+
+/* ---- shared SSL_CTX ------------------------------------------------------------ */
+
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sl__queue shared_list = {&shared_list, &shared_list}; /* under shared_lock */
+static unsigned shared_idle;                                        /* entries with refs == 0 */
+
+struct keybuf {
+    char *p;
+    size_t len, cap;
+    bool failed; /* out of memory, or a named file cannot be stat()ed: do not cache */
+};
+
+static void key_printf(struct keybuf *k, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (k->failed)
+        return;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(k->p + k->len, k->cap - k->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            k->failed = true;
+            return;
+        }
+        if ((size_t)n < k->cap - k->len) {
+            k->len += (size_t)n;
+            return;
+        }
+        size_t cap = SL__MAX(k->cap * 2, k->len + (size_t)n + 1);
+        char *p = realloc(k->p, cap);
+        if (p == NULL) {
+            k->failed = true;
+            return;
+        }
+        k->p = p;
+        k->cap = cap;
+    }
+}
+
+/* `path` and the identity of what it names now: a file replaced or edited
+ * (a renewed client certificate, a CA bundle update) makes another key. A
+ * `required` path that cannot be stat()ed makes the options uncacheable,
+ * so that loading it fails with its own error. */
+static void key_file(struct keybuf *k, const char *tag, const char *path, bool required)
+{
+    struct stat st;
+
+    if (path == NULL) {
+        key_printf(k, "%s=-;", tag);
+        return;
+    }
+    if (stat(path, &st) != 0) {
+        if (required)
+            k->failed = true;
+        key_printf(k, "%s=%zu:%s@missing;", tag, strlen(path), path);
+        return;
+    }
+    key_printf(k, "%s=%zu:%s@%llu:%llu:%lld:%lld.%09ld;", tag, strlen(path), path,
+               (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)st.st_size,
+               (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+/* The cache key of `o`, or NULL if it must not be cached. Paths carry their
+ * length, so no choice of names can make two option sets look alike. */
+static char *shared_key(const struct sl__tls_ctx_opts *o, int minv)
+{
+    struct keybuf k = {0};
+
+    key_printf(&k, "v=%d;insecure=%d;sessions=%d;", minv, (int)o->insecure, (int)o->session_cache);
+    if (!o->insecure && o->cafile == NULL && o->capath == NULL) {
+        /* The system store: where SSL_CTX_set_default_verify_paths() looks,
+         * the environment included. */
+        const char *f = getenv(X509_get_default_cert_file_env());
+        const char *d = getenv(X509_get_default_cert_dir_env());
+        key_file(&k, "sysfile", f != NULL ? f : X509_get_default_cert_file(), false);
+        key_file(&k, "sysdir", d != NULL ? d : X509_get_default_cert_dir(), false);
+    } else if (!o->insecure) {
+        key_file(&k, "cafile", o->cafile, true);
+        key_file(&k, "capath", o->capath, true);
+    }
+    key_file(&k, "cert", o->cert, true);
+    key_file(&k, "key", o->key, true);
+    if (k.failed) {
+        free(k.p);
+        return NULL;
+    }
+    return k.p;
+}
+
+static void shared_free(struct shared_ctx *sh)
+{
+    if (sh == NULL)
+        return;
+    SSL_CTX_free(sh->ssl_ctx);
+    X509_LOOKUP_meth_free(sh->bundle_method); /* after the store, whose lookup uses it */
+    free(sh->key);
+    free(sh);
+}
+
+/* A new SSL_CTX for `o` (refs 1, not in the cache). */
+static int shared_build(const struct sl__tls_ctx_opts *o, int minv, struct shared_ctx **out,
+                        char *errbuf, size_t errlen)
+{
+    struct shared_ctx *sh;
+    int rc = SL_ENOMEM;
+
+    *out = NULL;
+    sh = calloc(1, sizeof(*sh));
+    if (sh == NULL)
+        return SL_ENOMEM;
+    sl__queue_init(&sh->node);
+    sh->refs = 1;
+    ERR_clear_error();
+    sh->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (sh->ssl_ctx == NULL) {
+        openssl_detail(errbuf, errlen, "creating the TLS context");
+        goto fail;
+    }
+    if (SSL_CTX_set_min_proto_version(sh->ssl_ctx, minv) != 1) {
+        openssl_detail(errbuf, errlen, "setting the minimum TLS version");
+        rc = SL_ETLS;
+        goto fail;
+    }
+    SSL_CTX_set_options(sh->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* RELEASE_BUFFERS frees the record buffers whenever they are empty:
+     * right for handshakes, small exchanges and idle connections, wrong for
+     * a download, where it costs an allocation per record; sl__tls_read()
+     * turns it off per connection while one streams in. The other two only
+     * matter if a write could block inside OpenSSL, which our BIO never
+     * lets happen; they are kept as the documented safe settings. */
+    SSL_CTX_set_mode(sh->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Read-ahead: one recv() fills the record buffer instead of two
+     * (header, then body) per record. What it reads beyond the current
+     * record is visible to SSL_has_pending(), so sl__tls_has_pending()
+     * still tells the owner to come back. The buffer keeps OpenSSL's
+     * default size, one record: before each record OpenSSL moves whatever
+     * follows it to the front of the buffer (ssl3_read_n aligns the
+     * payload), so a buffer of k records copies k(k-1)/2 of them for every
+     * k. Measured on a 1 GiB download: 2 records no better, 16 worse. */
+    SSL_CTX_set_read_ahead(sh->ssl_ctx, 1);
+    /* Unlike nearly every OpenSSL call, this one returns 0 on success. */
+    if (SSL_CTX_set_alpn_protos(sh->ssl_ctx, alpn_protos, sizeof(alpn_protos) - 1) != 0) {
+        openssl_detail(errbuf, errlen, "setting ALPN");
+        goto fail;
+    }
+    SSL_CTX_set_cert_cb(sh->ssl_ctx, cert_cb, NULL);
+
+    if (o->insecure) {
+        /* Like curl -k: CA options are not even loaded, so a bad one is no error. */
+        SSL_CTX_set_verify(sh->ssl_ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        SSL_CTX_set_verify(sh->ssl_ctx, SSL_VERIFY_PEER, verify_cb);
+        rc = load_trust(sh, o, errbuf, errlen);
+        if (rc < 0)
+            goto fail;
+    }
+    if (o->cert != NULL || o->key != NULL) {
+        rc = load_client_cert(sh, o, errbuf, errlen);
+        if (rc < 0)
+            goto fail;
+    }
+    if (o->session_cache) {
+        SSL_CTX_set_session_cache_mode(sh->ssl_ctx,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_sess_set_new_cb(sh->ssl_ctx, new_session_cb);
+    } else {
+        SSL_CTX_set_session_cache_mode(sh->ssl_ctx, SSL_SESS_CACHE_OFF);
+    }
+    ERR_clear_error();
+    *out = sh;
+    return 0;
+
+fail:
+    ERR_clear_error();
+    shared_free(sh);
+    return rc;
+}
+
+static struct shared_ctx *shared_find(const char *key)
+{
+    struct sl__queue *q;
+
+    for (q = shared_list.next; q != &shared_list; q = q->next) {
+        struct shared_ctx *sh = sl__queue_data(q, struct shared_ctx, node);
+        if (strcmp(sh->key, key) == 0)
+            return sh;
+    }
+    return NULL;
+}
+
+/* Take a reference on `sh` (in the cache, under shared_lock) and make it
+ * the most recently used. */
+static void shared_ref_locked(struct shared_ctx *sh)
+{
+    if (sh->refs++ == 0)
+        shared_idle--;
+    sl__queue_remove(&sh->node);
+    sl__queue_insert_head(&shared_list, &sh->node);
+}
+
+/* The SSL_CTX for `o`: from the cache, or built (outside the lock, since
+ * loading a trust store takes milliseconds) and then cached. */
+static int shared_get(const struct sl__tls_ctx_opts *o, int minv, struct shared_ctx **out,
+                      char *errbuf, size_t errlen)
+{
+    struct shared_ctx *sh, *other;
+    char *key = shared_key(o, minv);
+    int rc;
+
+    *out = NULL;
+    if (key != NULL) {
+        pthread_mutex_lock(&shared_lock);
+        sh = shared_find(key);
+        if (sh != NULL)
+            shared_ref_locked(sh);
+        pthread_mutex_unlock(&shared_lock);
+        if (sh != NULL) {
+            free(key);
+            *out = sh;
+            return 0;
+        }
+    }
+    rc = shared_build(o, minv, &sh, errbuf, errlen);
+    if (rc < 0) {
+        free(key);
+        return rc;
+    }
+    if (key == NULL) {
+        *out = sh; /* uncacheable: private to this context */
+        return 0;
+    }
+    sh->key = key;
+    pthread_mutex_lock(&shared_lock);
+    other = shared_find(key);
+    if (other != NULL) {
+        /* Another thread built the same one meanwhile: use theirs. */
+        shared_ref_locked(other);
+    } else {
+        sl__queue_insert_head(&shared_list, &sh->node);
+    }
+    pthread_mutex_unlock(&shared_lock);
+    if (other != NULL) {
+        shared_free(sh);
+        sh = other;
+    }
+    *out = sh;
+    return 0;
+}
+
+/* Drop a reference. A cached SSL_CTX stays, unused, for the next client
+ * with the same options; beyond SHARED_IDLE_MAX unused ones the least
+ * recently used goes. */
+static void shared_put(struct shared_ctx *sh)
+{
+    struct shared_ctx *victim = NULL;
+
+    if (sh == NULL)
+        return;
+    if (sh->key == NULL) {
+        shared_free(sh);
+        return;
+    }
+    pthread_mutex_lock(&shared_lock);
+    assert(sh->refs > 0);
+    if (--sh->refs == 0) {
+        sl__queue_remove(&sh->node); /* used until now: the last to go */
+        sl__queue_insert_head(&shared_list, &sh->node);
+    }
+    if (sh->refs == 0 && ++shared_idle > SHARED_IDLE_MAX) {
+        struct sl__queue *q;
+        for (q = shared_list.prev; q != &shared_list; q = q->prev) {
+            struct shared_ctx *e = sl__queue_data(q, struct shared_ctx, node);
+            if (e->refs == 0) {
+                victim = e;
+                break;
+            }
+        }
+        sl__queue_remove(&victim->node);
+        shared_idle--;
+    }
+    pthread_mutex_unlock(&shared_lock);
+    shared_free(victim);
+}
+
+void sl__tls_ctx_cache_flush(void)
+{
+    struct sl__queue gone, *q;
+
+    sl__queue_init(&gone);
+    pthread_mutex_lock(&shared_lock);
+    for (q = shared_list.next; q != &shared_list;) {
+        struct shared_ctx *e = sl__queue_data(q, struct shared_ctx, node);
+        q = q->next;
+        if (e->refs == 0) {
+            sl__queue_remove(&e->node);
+            sl__queue_insert_head(&gone, &e->node);
+            shared_idle--;
+        }
+    }
+    pthread_mutex_unlock(&shared_lock);
+    while (!sl__queue_empty(&gone)) {
+        struct shared_ctx *e = sl__queue_data(gone.next, struct shared_ctx, node);
+        sl__queue_remove(&e->node);
+        shared_free(e);
+    }
+}
+
+/* ---- context ------------------------------------------------------------------- */
 
 int sl__tls_ctx_new(const struct sl__tls_ctx_opts *o, struct sl__tls_ctx **out, char *errbuf,
                     size_t errlen)
@@ -754,59 +1116,20 @@ int sl__tls_ctx_new(const struct sl__tls_ctx_opts *o, struct sl__tls_ctx **out, 
     sl__queue_init(&ctx->sessions);
     ctx->insecure = o->insecure;
     ctx->session_cache = o->session_cache;
-
-    ERR_clear_error();
-    ctx->ssl_ctx = SSL_CTX_new(TLS_client_method());
     ctx->bio_method = bio_method_new();
-    if (ctx->ssl_ctx == NULL || ctx->bio_method == NULL) {
-        openssl_detail(errbuf, errlen, "creating the TLS context");
+    if (ctx->bio_method == NULL) {
+        snprintf(errbuf, errlen, "creating the TLS context: no BIO method");
         goto fail;
     }
-    if (SSL_CTX_set_min_proto_version(ctx->ssl_ctx, minv) != 1) {
-        openssl_detail(errbuf, errlen, "setting the minimum TLS version");
-        rc = SL_ETLS;
+    rc = shared_get(o, minv, &ctx->shared, errbuf, errlen);
+    if (rc < 0)
         goto fail;
-    }
-    SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-    /* RELEASE_BUFFERS: an idle connection keeps no record buffers. The other
-     * two only matter if a write could block inside OpenSSL, which our BIO
-     * never lets happen; they are kept as the documented safe settings. */
-    SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    /* Unlike nearly every OpenSSL call, this one returns 0 on success. */
-    if (SSL_CTX_set_alpn_protos(ctx->ssl_ctx, alpn_protos, sizeof(alpn_protos) - 1) != 0) {
-        openssl_detail(errbuf, errlen, "setting ALPN");
-        goto fail;
-    }
-    SSL_CTX_set_cert_cb(ctx->ssl_ctx, cert_cb, NULL);
-
-    if (o->insecure) {
-        /* Like curl -k: CA options are not even loaded, so a bad one is no error. */
-        SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_NONE, NULL);
-    } else {
-        SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER, verify_cb);
-        rc = load_trust(ctx, o, errbuf, errlen);
-        if (rc < 0)
-            goto fail;
-    }
-    if (o->cert != NULL || o->key != NULL) {
-        rc = load_client_cert(ctx, o, errbuf, errlen);
-        if (rc < 0)
-            goto fail;
-    }
-    if (o->session_cache) {
-        SSL_CTX_set_session_cache_mode(ctx->ssl_ctx,
-                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
-        SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, new_session_cb);
-    } else {
-        SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_OFF);
-    }
-    ERR_clear_error();
+    ctx->ssl_ctx = ctx->shared->ssl_ctx;
+    ctx->has_client_cert = ctx->shared->has_client_cert;
     *out = ctx;
     return 0;
 
 fail:
-    ERR_clear_error();
     sl__tls_ctx_free(ctx);
     return rc;
 }
@@ -819,8 +1142,7 @@ void sl__tls_ctx_free(struct sl__tls_ctx *ctx)
     assert(ctx->nconns == 0);
     while (!sl__queue_empty(&ctx->sessions))
         cache_drop(ctx, sl__queue_data(ctx->sessions.next, struct sess_entry, node));
-    SSL_CTX_free(ctx->ssl_ctx);
-    X509_LOOKUP_meth_free(ctx->bundle_method); /* after the store, whose lookup uses it */
+    shared_put(ctx->shared);
     BIO_meth_free(ctx->bio_method);
     free(ctx);
 }
@@ -1106,7 +1428,7 @@ int sl__tls_handshake(struct sl__tls *t)
     rc = out_flush(t);
     if (rc < 0 && rc != SL_EAGAIN)
         return rc;
-    ERR_clear_error();
+    err_clear();
     t->sys_errno = 0;
     ret = SSL_do_handshake(t->ssl);
     if (ret != 1)
@@ -1147,9 +1469,11 @@ const char *sl__tls_alpn(const struct sl__tls *t)
 
 int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
 {
+    size_t got = 0, m;
     int rc;
 
     *n = 0;
+    t->result_pending = false;
     if (t->error != 0)
         return t->error;
     if (!t->handshake_done && (rc = sl__tls_handshake(t)) != 0)
@@ -1161,14 +1485,38 @@ int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
     rc = out_flush(t);
     if (rc < 0 && rc != SL_EAGAIN)
         return rc;
-    ERR_clear_error();
-    t->sys_errno = 0;
-    if (SSL_read_ex(t->ssl, buf, len, n) == 1) {
-        t->read_wants = 0;
-        return 0;
+    /* SSL_read_ex() returns one record at most: fill `buf` with the records
+     * already read ahead, and with what the socket has, until it would wait.
+     * A failure after some bytes is left for the next call (it is sticky or
+     * SL_EOF, or simply SL_EAGAIN again). */
+    do {
+        err_clear();
+        t->sys_errno = 0;
+        m = 0;
+        if (SSL_read_ex(t->ssl, buf + got, len - got, &m) != 1) {
+            unsigned wants;
+
+            rc = op_failure(t, 0, &wants);
+            if (got == 0) {
+                t->read_wants = wants;
+                return rc;
+            }
+            /* The bytes go first; sl__tls_has_pending() brings the owner
+             * back at once for the end (SL_EOF, or the sticky error). */
+            t->result_pending = rc != SL_EAGAIN;
+            break;
+        }
+        got += m;
+    } while (got < len && SSL_has_pending(t->ssl) == 1);
+    t->read_wants = 0;
+    *n = got;
+    if (got >= RECORD_MAX && !t->streaming) {
+        /* A full record or more at once: a large body is streaming in. Keep
+         * the buffers until sl__tls_idle(). */
+        t->streaming = true;
+        SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
     }
-    *n = 0;
-    return op_failure(t, 0, &t->read_wants);
+    return 0;
 }
 
 /* Copy up to `cap` bytes of `iov` starting at byte `skip` into `dst`. */
@@ -1230,7 +1578,7 @@ int sl__tls_writev(struct sl__tls *t, const struct iovec *iov, int iovcnt, size_
             len = iov_copy(iov, iovcnt, done, gather, sizeof(gather));
             p = gather;
         }
-        ERR_clear_error();
+        err_clear();
         t->sys_errno = 0;
         if (SSL_write_ex(t->ssl, p, len, &w) != 1) {
             /* Not for want of socket space (the BIO never refuses); maybe
@@ -1257,7 +1605,19 @@ unsigned sl__tls_wants(const struct sl__tls *t)
 
 bool sl__tls_has_pending(const struct sl__tls *t)
 {
+    if (t->result_pending)
+        return true;
     return t->error == 0 && SSL_has_pending(t->ssl) == 1;
+}
+
+void sl__tls_idle(struct sl__tls *t)
+{
+    /* After a download OpenSSL kept them (see sl__tls_read): from now on
+     * it frees them again whenever they are empty. */
+    t->streaming = false;
+    SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (t->error == 0)
+        (void)SSL_free_buffers(t->ssl); /* refuses while records are buffered: fine */
 }
 
 int sl__tls_shutdown(struct sl__tls *t)

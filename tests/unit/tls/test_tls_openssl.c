@@ -361,6 +361,15 @@ static void drain_until_eof(int fd)
         ;
 }
 
+/* Whether the peer's FIN arrived within `ms`: then everything it sent
+ * before is in our socket (graceful_close half-closes after writing). */
+static bool wait_peer_fin(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLRDHUP) != 0;
+}
+
 /* Half-close, then read until the peer closes too, so that close() never
  * turns unread input into a reset that would destroy data in flight. */
 static void graceful_close(int fd)
@@ -395,12 +404,14 @@ enum srv_mode {
     SRV_SILENT,    /* accept TCP, never speak TLS */
     SRV_HOLD,      /* handshake, wait for release, then read and hash until the end */
     SRV_RECORD,    /* write one record of RECORD_BYTES, then wait for the client's close */
+    SRV_BULK,      /* write BULK_BYTES in full records, close_notify, close */
     SRV_RESET,     /* handshake, then reset the TCP connection */
     SRV_PLAIN,     /* answer in plain HTTP/1.1, no TLS */
     SRV_KEYUPDATE, /* KeyUpdate + "x"; on release KeyUpdate + "y" + KeyUpdate + "z"; read */
 };
 
 #define RECORD_BYTES 10000
+#define BULK_BYTES (4 * 16384)
 
 #define SRV_MAX_CONNS 4
 
@@ -552,6 +563,14 @@ static void srv_serve(struct srv *s, int fd, struct srv_result *r)
             (void)!read(s->release[0], &c, 1);
         srv_read_all(ssl, r, false);
         break;
+    case SRV_BULK: {
+        unsigned char *bulk = pattern_new(BULK_BYTES);
+        for (size_t off = 0; off < BULK_BYTES; off += 16384)
+            SSL_write(ssl, bulk + off, 16384);
+        free(bulk);
+        SSL_shutdown(ssl);
+        break;
+    }
     case SRV_RECORD: {
         unsigned char *rec = pattern_new(RECORD_BYTES);
         SSL_write(ssl, rec, RECORD_BYTES);
@@ -2193,11 +2212,228 @@ START_TEST(tls_key_updates_while_a_write_is_blocked)
 }
 END_TEST
 
+/* Contexts with the same options share one SSL_CTX (white box: the
+ * pointers); each keeps its own session cache. */
+START_TEST(tls_ctx_shared_by_identical_options)
+{
+    struct sl__tls_ctx_opts o = opts_trusting(&ca), o2;
+    struct sl__tls_ctx *a, *b, *x;
+    char err[256], path[PATH_MAX], cmd[2 * PATH_MAX + 16];
+    SSL_CTX *kept;
+
+    sl__tls_ctx_cache_flush();
+    ck_assert_int_eq(sl__tls_ctx_new(&o, &a, err, sizeof(err)), 0);
+    ck_assert_int_eq(sl__tls_ctx_new(&o, &b, err, sizeof(err)), 0);
+    ck_assert_ptr_eq(a->ssl_ctx, b->ssl_ctx);
+    ck_assert_ptr_ne(&a->sessions, &b->sessions);
+    ck_assert_uint_eq(a->shared->refs, 2);
+
+    /* Any option that OpenSSL sees makes another one. */
+    for (int i = 0; i < 4; i++) {
+        o2 = o;
+        if (i == 0)
+            o2.min_version = SL__TLS_VERSION_1_3;
+        else if (i == 1)
+            o2.insecure = true;
+        else if (i == 2)
+            o2.session_cache = false;
+        else
+            o2.cafile = good.cert_path;
+        ck_assert_int_eq(sl__tls_ctx_new(&o2, &x, err, sizeof(err)), 0);
+        ck_assert_msg(x->ssl_ctx != a->ssl_ctx, "variant %d shares the context", i);
+        sl__tls_ctx_free(x);
+    }
+
+    /* The last user gone, it stays for the next client with those options
+     * (the extra reference keeps its address from being reused). */
+    kept = a->ssl_ctx;
+    SSL_CTX_up_ref(kept);
+    sl__tls_ctx_free(a);
+    sl__tls_ctx_free(b);
+    ck_assert_int_eq(sl__tls_ctx_new(&o, &a, err, sizeof(err)), 0);
+    ck_assert_ptr_eq(a->ssl_ctx, kept);
+    sl__tls_ctx_free(a);
+    /* ... until the cache is flushed. */
+    sl__tls_ctx_cache_flush();
+    ck_assert_int_eq(sl__tls_ctx_new(&o, &a, err, sizeof(err)), 0);
+    ck_assert_ptr_ne(a->ssl_ctx, kept);
+    sl__tls_ctx_free(a);
+    SSL_CTX_free(kept);
+
+    /* A CA file changed on disk (a bundle update) is loaded again. */
+    snprintf(path, sizeof(path), "%s/ca-copy.pem", pki_dir);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", ca.cert_path, path);
+    ck_assert_int_eq(system(cmd), 0);
+    o2 = o;
+    o2.cafile = path;
+    ck_assert_int_eq(sl__tls_ctx_new(&o2, &a, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        utimensat(AT_FDCWD, path, (struct timespec[]){{.tv_sec = 1}, {.tv_sec = 1}}, 0), 0);
+    ck_assert_int_eq(sl__tls_ctx_new(&o2, &b, err, sizeof(err)), 0);
+    ck_assert_ptr_ne(a->ssl_ctx, b->ssl_ctx);
+    sl__tls_ctx_free(a);
+    sl__tls_ctx_free(b);
+    unlink(path);
+    sl__tls_ctx_cache_flush();
+}
+END_TEST
+
+/* The cache holds at most SHARED_IDLE_MAX unused contexts. */
+START_TEST(tls_ctx_cache_is_bounded)
+{
+    struct sl__tls_ctx_opts o = opts_trusting(&ca);
+    struct sl__tls_ctx *x;
+    char err[256];
+    unsigned n = 0;
+
+    sl__tls_ctx_cache_flush();
+    for (int v = 0; v < 2; v++) {
+        for (int i = 0; i < 2; i++) {
+            for (int sc = 0; sc < 2; sc++) {
+                o.min_version = v ? SL__TLS_VERSION_1_3 : SL__TLS_VERSION_1_2;
+                o.insecure = i;
+                o.session_cache = sc;
+                ck_assert_int_eq(sl__tls_ctx_new(&o, &x, err, sizeof(err)), 0);
+                sl__tls_ctx_free(x);
+            }
+        }
+    }
+    pthread_mutex_lock(&shared_lock);
+    for (struct sl__queue *q = shared_list.next; q != &shared_list; q = q->next)
+        n++;
+    ck_assert_uint_eq(shared_idle, n);
+    pthread_mutex_unlock(&shared_lock);
+    ck_assert_uint_eq(n, SHARED_IDLE_MAX);
+    sl__tls_ctx_cache_flush();
+}
+END_TEST
+
+struct ctx_churn {
+    int min_version;
+    int failures;
+};
+
+static void *ctx_churn_thread(void *arg)
+{
+    struct ctx_churn *cc = arg;
+    struct sl__tls_ctx_opts o = opts_trusting(&ca);
+    struct sl__tls_ctx *x[3];
+    char err[256];
+
+    o.min_version = cc->min_version;
+    for (int i = 0; i < 200; i++) {
+        for (int k = 0; k < 3; k++)
+            if (sl__tls_ctx_new(&o, &x[k], err, sizeof(err)) != 0)
+                cc->failures++, x[k] = NULL;
+        if (i % 50 == 0)
+            sl__tls_ctx_cache_flush();
+        for (int k = 0; k < 3; k++)
+            sl__tls_ctx_free(x[k]);
+    }
+    return NULL;
+}
+
+/* Clients on different loops (threads) create and free contexts with the
+ * same and with different options at once (run under ASan/TSan to mean
+ * much). */
+START_TEST(tls_ctx_cache_threads)
+{
+    pthread_t th[4];
+    struct ctx_churn cc[4];
+
+    for (int i = 0; i < 4; i++) {
+        cc[i] = (struct ctx_churn){.min_version = i % 2 ? SL__TLS_VERSION_1_3 : 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, ctx_churn_thread, &cc[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(cc[i].failures, 0);
+    }
+    pthread_mutex_lock(&shared_lock);
+    for (struct sl__queue *q = shared_list.next; q != &shared_list; q = q->next)
+        ck_assert_uint_eq(sl__queue_data(q, struct shared_ctx, node)->refs, 0);
+    pthread_mutex_unlock(&shared_lock);
+    sl__tls_ctx_cache_flush();
+}
+END_TEST
+
+/* "hello" and close_notify arrive together, and read-ahead takes both in
+ * one recv(): the bytes come first, sl__tls_has_pending() brings the owner
+ * back although the fd may say nothing more, and the next read is SL_EOF. */
+START_TEST(tls_read_keeps_eof_behind_bytes)
+{
+    struct sl__tls_ctx_opts o = opts_trusting(&ca);
+    struct srv s = {.cred = &good, .mode = SRV_HELLO};
+    struct cli c;
+    char buf[64];
+    size_t n = 0;
+    int rc;
+
+    o.min_version = SL__TLS_VERSION_1_3;
+    srv_start(&s);
+    cli_init(&c, &o);
+    cli_connect(&c, AF_INET, s.port, "localhost", NULL);
+    ck_assert_int_eq(cli_run(&c, step_handshake, 10000), 0);
+    ck_assert(wait_peer_fin(c.fd, 10000)); /* all the server sends is in our socket */
+    do
+        rc = sl__tls_read(c.t, buf, sizeof(buf), &n); /* tickets, hello, close_notify */
+    while (rc == SL_EAGAIN && wait_readable(c.fd, 10000));
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(n, 5);
+    ck_assert_mem_eq(buf, "hello", 5);
+    ck_assert(sl__tls_has_pending(c.t));
+    ck_assert_int_eq(sl__tls_read(c.t, buf, sizeof(buf), &n), SL_EOF);
+    ck_assert(!sl__tls_has_pending(c.t));
+    ck_assert_int_eq(sl__tls_read(c.t, buf, sizeof(buf), &n), SL_EOF);
+    cli_disconnect(&c);
+    srv_join(&s);
+    cli_close(&c);
+}
+END_TEST
+
+/* A read fills the caller's buffer with several records (read-ahead), not
+ * one record per call. */
+START_TEST(tls_read_takes_several_records)
+{
+    struct sl__tls_ctx_opts o = opts_trusting(&ca);
+    struct srv s = {.cred = &good, .mode = SRV_BULK};
+    struct cli c;
+    static char buf[4 * RECORD_MAX];
+    size_t n = 0, max = 0;
+    int rc;
+
+    srv_start(&s);
+    cli_init(&c, &o);
+    cli_connect(&c, AF_INET, s.port, "localhost", NULL);
+    ck_assert_int_eq(cli_run(&c, step_handshake, 10000), 0);
+    ck_assert(wait_peer_fin(c.fd, 10000));
+    for (;;) {
+        rc = sl__tls_read(c.t, buf, sizeof(buf), &n);
+        if (rc == SL_EAGAIN && wait_readable(c.fd, 2000))
+            continue;
+        if (rc != 0)
+            break;
+        ck_assert_uint_le(c.rx_total + n, BULK_BYTES);
+        for (size_t j = 0; j < n; j++)
+            if ((unsigned char)buf[j] != pattern_at(c.rx_total + j))
+                ck_abort_msg("byte %llu differs", (unsigned long long)(c.rx_total + j));
+        c.rx_total += n;
+        max = SL__MAX(max, n);
+    }
+    ck_assert_int_eq(rc, SL_EOF);
+    ck_assert_uint_eq(c.rx_total, BULK_BYTES);
+    ck_assert_uint_gt(max, RECORD_MAX); /* more than one record in a call */
+    cli_disconnect(&c);
+    srv_join(&s);
+    cli_close(&c);
+}
+END_TEST
+
 START_TEST(tls_idle_connection_memory)
 {
     /* What one idle connection costs once the handshake is done and the
      * tickets are read: OpenSSL's allocations made on this thread for it,
-     * plus our struct. SSL_MODE_RELEASE_BUFFERS frees the record buffers. */
+     * plus our struct. sl__tls_idle() frees the record buffers. */
     struct sl__tls_ctx_opts o = opts_trusting(&ca);
     struct srv s = {.cred = &good, .mode = SRV_HOLD};
     struct cli c;
@@ -2218,6 +2454,7 @@ START_TEST(tls_idle_connection_memory)
     ck_assert_int_eq(cli_run(&c, step_handshake, 10000), 0);
     c.reads_per_step = 1;
     ck_assert_int_eq(cli_run(&c, step_read, 200), SL_ETIMEDOUT);
+    sl__tls_idle(c.t); /* what a pooled connection gets */
     mem_counting = false;
     idle = __atomic_load_n(&mem_live, __ATOMIC_RELAXED) - before + (long)sizeof(struct sl__tls);
     fprintf(stderr, "tls_idle_connection_memory: %ld bytes per idle TLS 1.3 connection\n", idle);
@@ -2263,6 +2500,9 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, tls_client_cert_missing);
     tcase_add_test(tc, tls_client_cert_untrusted);
     tcase_add_test(tc, tls_ctx_errors);
+    tcase_add_test(tc, tls_ctx_shared_by_identical_options);
+    tcase_add_test(tc, tls_ctx_cache_is_bounded);
+    tcase_add_test(tc, tls_ctx_cache_threads);
     tcase_add_test(tc, tls_new_rejects_bad_arguments);
     suite_add_tcase(s, tc);
 
@@ -2276,6 +2516,8 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, tls_plaintext_server);
     tcase_add_test(tc, tls_truncated_without_close_notify);
     tcase_add_test(tc, tls_close_notify_is_eof);
+    tcase_add_test(tc, tls_read_keeps_eof_behind_bytes);
+    tcase_add_test(tc, tls_read_takes_several_records);
     tcase_add_test(tc, tls_shutdown_never_blocks);
     tcase_add_test(tc, tls_write_after_eagain_offers_anything);
     tcase_add_test(tc, tls_read_flushes_the_queue);
