@@ -1943,17 +1943,17 @@ static void fill_until_blocked(struct cli *c, struct srv *s, unsigned char *data
     c->rng = 7;
     rc = cli_run(c, step_fill, 10000);
     ck_assert_msg(rc == 0, "fill: %s", sl_err_name(rc));
-    /* The first EAGAIN is not the end: data still in flight may reach the
-     * peer, whose window may still open, and the socket becomes writable
-     * again a moment later (often under valgrind). Fill until a pause
-     * changes nothing: then the peer's buffer is full and stays full. */
-    for (int round = 0; round < 50; round++) {
-        size_t before = c->tx_off;
-        usleep(20000);
+    /* The first EAGAIN is not the end: the peer acknowledges what it got
+     * up to 40 ms later (delayed ACK), which frees socket space, and data
+     * in flight may still open its window. Fill until two pauses longer
+     * than that change nothing (neither accepted bytes nor the queue of
+     * ciphertext): then the peer's buffer is full and stays full. */
+    for (int round = 0, still = 0; round < 100 && still < 2; round++) {
+        size_t before = c->tx_off, queued = c->t->out_len - c->t->out_off;
+        usleep(60000);
         rc = cli_run(c, step_fill, 10000);
         ck_assert_msg(rc == 0, "fill: %s", sl_err_name(rc));
-        if (c->tx_off == before)
-            break;
+        still = c->tx_off == before && c->t->out_len - c->t->out_off == queued ? still + 1 : 0;
     }
     ck_assert_uint_gt(c->tx_off, 0);
     ck_assert_uint_lt(c->tx_off, len);
