@@ -320,6 +320,8 @@ struct sl_client_s {
     char tls_error[256];         /* why the TLS context could not be made */
     unsigned nreqs;              /* requests created and not yet freed */
     char *rscratch;              /* every connection reads into this, then parses */
+    char *url_last;              /* the URL of the last sl_req_new(), as given */
+    struct sl__url url_cached;   /* it, parsed, once it came twice in a row */
     bool draining;               /* sl_client_drain(): pool no idle connection */
     bool closing;
 };

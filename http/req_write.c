@@ -61,25 +61,38 @@ struct sbuf {
     bool oom;
 };
 
-static void sb_add(struct sbuf *b, const char *s, size_t n)
+/* Room for `n` more bytes and a NUL (the rare path, kept out of line). */
+static __attribute__((noinline)) bool sb_grow(struct sbuf *b, size_t n)
 {
+    size_t cap = b->cap ? b->cap : 512;
+
     if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 512;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
+        return false;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->oom = true;
+        return false;
     }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+/* Append; the text is NUL-terminated by sb_end(). */
+static inline void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap && !sb_grow(b, n))
+        return;
     memcpy(b->p + b->len, s, n);
     b->len += n;
-    b->p[b->len] = '\0';
+}
+
+static void sb_end(struct sbuf *b)
+{
+    if (!b->oom && (b->cap > b->len || sb_grow(b, 0)))
+        b->p[b->len] = '\0';
 }
 
 static void sb_str(struct sbuf *b, const char *s)
@@ -240,6 +253,7 @@ int sl__req_write_head(sl_req_t *req)
     if (req->expect_wait)
         sb_header(&b, "Expect", "100-continue");
     sb_add(&b, "\r\n", 2);
+    sb_end(&b);
     if (b.oom) {
         free(b.p);
         return SL_ENOMEM;
