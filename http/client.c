@@ -18,6 +18,7 @@
  */
 #include "http-int.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -558,9 +559,21 @@ static void rate_arm(sl_client_t *c, uint64_t wait_ns)
  * token stops the walk (FIFO). */
 static void rate_dispatch(sl_client_t *c)
 {
-    struct sl__queue *q = c->rate_waiting.next;
+    struct sl__queue *q;
     uint64_t now, soonest = UINT64_MAX;
 
+    /* Serving a request can come back here in the same call chain (an idle
+     * connection that fails at once: the stale retry re-acquires), and the
+     * inner walk may serve the outer walk's `next`: the inner call only
+     * asks the outer one to start over. */
+    if (c->rate_dispatching) {
+        c->rate_redo = true;
+        return;
+    }
+    c->rate_dispatching = true;
+again:
+    c->rate_redo = false;
+    q = c->rate_waiting.next;
     sl_loop_update_time(c->loop);
     now = sl_loop_now_ns(c->loop);
     while (q != &c->rate_waiting) {
@@ -572,6 +585,8 @@ static void rate_dispatch(sl_client_t *c)
             sl__queue_remove(q);
             req->rate_waiting = false;
             req_acquire_now(req);
+            if (c->rate_redo)
+                goto again;
         } else {
             soonest = SL__MIN(soonest, w);
             if (sl__bucket_wait_ns(&c->bucket, now) > 0)
@@ -579,6 +594,7 @@ static void rate_dispatch(sl_client_t *c)
         }
         q = next;
     }
+    c->rate_dispatching = false;
     if (!sl__queue_empty(&c->rate_waiting))
         rate_arm(c, soonest == UINT64_MAX ? 1000000 : soonest);
 }
@@ -1218,8 +1234,21 @@ static int resume_head(sl_req_t *req, const struct sl__resp_head *h)
     uint64_t first = 0, last = 0;
     int64_t total = -1;
 
+    if (h->status == 416 && cr != NULL && sscanf(cr, "bytes */%" SCNd64, &total) == 1 &&
+        total >= 0 && (uint64_t)total == req->resume_from &&
+        (req->resume_total < 0 || total == req->resume_total)) {
+        /* Every byte had arrived (a chunked body cut before its last
+         * chunk): nothing is missing. Its error page is not data. */
+        req->result.status = req->resp != NULL ? req->resp->status : 200;
+        req->resume_complete = true;
+        req->head_delivered = true;
+        req_set_state(req, REQ_BODY);
+        sl__req_tracef(req, "The body was already complete (%lld bytes)", (long long)total);
+        return 0;
+    }
     if (h->status != 206 || cr == NULL || parse_content_range(cr, &first, &last, &total) < 0 ||
-        first != req->resume_from || (req->resume_total >= 0 && total != req->resume_total)) {
+        first != req->resume_from || (req->resume_total >= 0 && total != req->resume_total) ||
+        (total >= 0 && last + 1 != (uint64_t)total)) {
         sl__req_fail(req, SL_ERESUME,
                      "cannot resume at byte %llu: the server answered %d%s%s%s",
                      (unsigned long long)req->resume_from, h->status,
@@ -1246,7 +1275,9 @@ static void note_resumable(sl_req_t *req, const struct sl__resp_head *h)
 
     free(req->resume_validator);
     req->resume_validator = NULL;
-    if (h->status != 200 || strcmp(req->method, "GET") != 0 || req->zs_active || h->no_body)
+    /* With decoding on, offsets of decoded bytes are not offsets of the
+     * representation, and a Range answer may come encoded otherwise. */
+    if (h->status != 200 || strcmp(req->method, "GET") != 0 || req->decode || h->no_body)
         return;
     if (ar != NULL && strcasecmp(ar, "none") == 0)
         return;
@@ -1254,9 +1285,11 @@ static void note_resumable(sl_req_t *req, const struct sl__resp_head *h)
         if (strcasecmp(req->headers[i].name, "Range") == 0 ||
             strcasecmp(req->headers[i].name, "If-Range") == 0)
             return; /* the user's own range request */
-    if (etag != NULL && strncmp(etag, "W/", 2) != 0 && etag[0] == '"')
-        v = etag; /* If-Range needs a strong validator */
-    else if (lm != NULL && lm[0] != '\0')
+    /* If-Range takes a strong entity tag, or a date only when there is no
+     * entity tag at all (RFC 9110 13.1.5). */
+    if (etag != NULL && etag[0] == '"')
+        v = etag;
+    else if (etag == NULL && lm != NULL && lm[0] != '\0')
         v = lm;
     if (v == NULL)
         return;
@@ -1376,7 +1409,7 @@ int sl__req_on_body(sl_req_t *req, const char *data, size_t len)
     if (req_gone(req))
         return SL_ECANCELED;
     req->result.bytes_wire += len;
-    if (req->redirecting || req->retry_discard)
+    if (req->redirecting || req->retry_discard || req->resume_complete)
         return 0;
     if (req->zs_active)
         rc = decode_feed(req, data, len);

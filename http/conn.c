@@ -954,6 +954,13 @@ static void conn_read(struct conn *c)
         sl__req_conn_error(c->req, SL_ENOMEM, "out of memory");
         return;
     }
+    if (cl->rscratch_busy) {
+        /* Inside another feed on the shared buffer (over TLS a redirect
+         * may start the next exchange on this connection from within the
+         * feed, and the handler then reads): read from the loop instead. */
+        sl__conn_kick(c);
+        return;
+    }
     for (unsigned i = 0; i < READS_PER_EVENT; i++) {
         sl_req_t *req = c->req;
         char *own = c->rbuf;
@@ -984,12 +991,22 @@ static void conn_read(struct conn *c)
         c->rcap = RSCRATCH;
         c->rstart = 0;
         c->rend = n;
+        cl->rscratch_busy = true;
         bool go_on = conn_feed(c);
+        cl->rscratch_busy = false;
         size_t left = c->rend - c->rstart;
         const char *rest = c->rbuf + c->rstart;
         c->rbuf = own;
         c->rcap = own_cap;
         c->rstart = c->rend = 0;
+        if (left == 0 && own != NULL) {
+            /* Its own buffer was empty before this read (see above) and
+             * nothing is left over: let it go (sl__conn_idle, which may
+             * have run during the feed, could not). */
+            free(own);
+            c->rbuf = NULL;
+            c->rcap = 0;
+        }
         if (left > 0 && !conn_keep_rest(c, rest, left)) {
             if (c->state != CONN_CLOSED && c->req != NULL)
                 sl__req_conn_error(c->req, SL_ENOMEM, "out of memory");

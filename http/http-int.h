@@ -166,6 +166,7 @@ struct sl_req_s {
     int64_t resume_total;        /* its full length, -1 if unknown */
     uint64_t resume_from;        /* where the body continues when `resuming` */
     bool resuming;               /* this attempt continues a delivered body (Range) */
+    bool resume_complete;        /* ...and the server said nothing was missing (416) */
     sl_group_t *group;           /* the group it belongs to, or NULL */
     size_t group_index;          /* its slot there */
     bool group_ended;            /* the group counted its end */
@@ -319,7 +320,10 @@ struct sl_client_s {
     char *tls_strings[4];        /* copies of the tls_* option strings */
     char tls_error[256];         /* why the TLS context could not be made */
     unsigned nreqs;              /* requests created and not yet freed */
+    bool rate_dispatching;       /* rate_dispatch() is on the stack */
+    bool rate_redo;              /* ...and was re-entered: walk again */
     char *rscratch;              /* every connection reads into this, then parses */
+    bool rscratch_busy;          /* a feed is parsing rscratch right now */
     char *url_last;              /* the URL of the last sl_req_new(), as given */
     struct sl__url url_cached;   /* it, parsed, once it came twice in a row */
     bool draining;               /* sl_client_drain(): pool no idle connection */

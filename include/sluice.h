@@ -923,8 +923,9 @@ void *sl_group_data(const sl_group_t *g);
 int sl_group_add(sl_group_t *g, sl_req_t *req);
 int sl_group_add_group(sl_group_t *parent, sl_group_t *child);
 
-/* Bound the whole group: `ms` after sl_group_start() every member still
- * running is stopped with SL_ETIMEDOUT_GROUP. 0 = none. */
+/* Bound the whole group: `ms` after sl_group_start() (or after this call,
+ * if the group is already running) every member still running is stopped
+ * with SL_ETIMEDOUT_GROUP. 0 = none. */
 void sl_group_deadline(sl_group_t *g, uint64_t ms);
 /* Start the group (a nested group starts with its parent: set its callback
  * with sl_group_on_done()). An empty group ends at once (successfully).
