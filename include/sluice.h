@@ -795,8 +795,9 @@ void sl_req_callbacks(sl_req_t *req, sl_head_cb on_head, sl_data_cb on_data, sl_
  * server's Retry-After (seconds or HTTP-date) capped at max_delay. A GET
  * whose response head was already delivered (a download that broke
  * part-way) is resumed, not restarted: the next attempt asks for the rest
- * with Range, validated with If-Range against the response's strong ETag or
- * its Last-Modified, and the body goes on where it stopped (on_head does
+ * with Range, validated with If-Range against the response's strong ETag
+ * (its Last-Modified if it has no ETag; a weak one means no resume), and
+ * the body goes on where it stopped (on_head does
  * not run again; sl_result_t.resumes counts these). Without a validator, or
  * with decoding on, such a transfer is not retried; if the server's copy
  * changed (or it ignores the range) the transfer fails with SL_ERESUME.
