@@ -27,6 +27,8 @@
  */
 #include <sluice.h>
 
+#include "bench-common.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -66,96 +68,7 @@ static void on_signal(int sig)
     stop_serving = 1;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double tv_s(struct timeval tv)
-{
-    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-}
-
-static void pin(int cpu)
-{
-    cpu_set_t set;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    CPU_ZERO(&set);
-    CPU_SET(n > 1 ? cpu : 0, &set);
-    sched_setaffinity(0, sizeof(set), &set);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static bool have(const char *prog)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", prog);
-    return system(cmd) == 0;
-}
-
 /* ---- nginx ------------------------------------------------------------------- */
-
-static int free_port(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), p = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        p = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return p;
-}
-
-static int write_file(const char *name, uint64_t size)
-{
-    char path[512];
-    static char buf[1 << 20];
-    int fd;
-
-    snprintf(path, sizeof(path), "%s/www/%s", dir, name);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return -1;
-    for (size_t i = 0; i < sizeof(buf); i++)
-        buf[i] = (char)((i * 131 + 7) % 251);
-    while (size > 0) {
-        size_t n = size < sizeof(buf) ? (size_t)size : sizeof(buf);
-        if (write(fd, buf, n) != (ssize_t)n) {
-            close(fd);
-            return -1;
-        }
-        size -= n;
-    }
-    close(fd);
-    return 0;
-}
-
-static bool port_open(int p)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
 
 static int nginx_start(void)
 {
@@ -167,9 +80,10 @@ static int nginx_start(void)
         return -1;
     snprintf(path, sizeof(path), "%s/www", dir);
     mkdir(path, 0755);
-    if (write_file("1k.bin", 1024) < 0 || (!skip_big && write_file("1g.bin", 1ull << 30) < 0))
+    if (bench_write_pattern(dir, "1k.bin", 1024) < 0 ||
+        (!skip_big && bench_write_pattern(dir, "1g.bin", 1ull << 30) < 0))
         return -1;
-    port = free_port();
+    port = bench_free_port();
     snprintf(path, sizeof(path), "%s/nginx.conf", dir);
     f = fopen(path, "w");
     if (f == NULL)
@@ -190,13 +104,13 @@ static int nginx_start(void)
     nginx_pid = fork();
     if (nginx_pid == 0) {
         char conf[512];
-        pin(0);
+        bench_pin(0);
         snprintf(conf, sizeof(conf), "%s/nginx.conf", dir);
         execl("/usr/sbin/nginx", "nginx", "-c", conf, "-p", dir, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 100; i++) {
-        if (port_open(port))
+        if (bench_port_open(port))
             return 0;
         usleep(50000);
     }
@@ -220,60 +134,6 @@ static void nginx_stop(void)
 }
 
 /* ---- child processes --------------------------------------------------------- */
-
-struct child_result {
-    int status;
-    double wall, cpu;
-    long maxrss_kb;
-    char out[4096];
-};
-
-/* Run argv pinned to CPU 1 with stdout captured (first 4 KiB) or sent to
- * `out_path`, and collect wall time, CPU time and peak RSS. */
-static int run_child(char *const argv[], const char *out_path, struct child_result *r)
-{
-    int pfd[2];
-    double t0 = now_s();
-    struct rusage ru;
-    pid_t pid;
-    size_t len = 0;
-
-    memset(r, 0, sizeof(*r));
-    if (pipe(pfd) < 0)
-        return -1;
-    pid = fork();
-    if (pid == 0) {
-        pin(1);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (out_path != NULL) {
-            int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            dup2(fd, 1);
-        } else {
-            dup2(pfd[1], 1);
-        }
-        dup2(devnull, 2);
-        close(pfd[0]);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    for (;;) {
-        ssize_t n = read(pfd[0], r->out + len, sizeof(r->out) - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len == sizeof(r->out) - 1)
-            len = 0; /* keep the tail */
-    }
-    r->out[len] = '\0';
-    close(pfd[0]);
-    if (wait4(pid, &r->status, 0, &ru) < 0)
-        return -1;
-    r->wall = now_s() - t0;
-    r->cpu = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
-    r->maxrss_kb = ru.ru_maxrss;
-    return WIFEXITED(r->status) ? WEXITSTATUS(r->status) : 128;
-}
 
 /* ---- A: keep-alive requests/s, in process -------------------------------------- */
 
@@ -321,7 +181,7 @@ static void ka_run(const char *url, struct ka *k, double *wall, double *cpu)
     struct rusage a, b;
 
     memset(k, 0, sizeof(*k));
-    pin(1);
+    bench_pin(1);
     sl_loop_init(&loop);
     sl_client_opts_init(&o);
     o.max_connections = 50;
@@ -329,17 +189,18 @@ static void ka_run(const char *url, struct ka *k, double *wall, double *cpu)
     k->loop = &loop;
     snprintf(k->url, sizeof(k->url), "%s", url);
     getrusage(RUSAGE_SELF, &a);
-    double t0 = now_s();
+    double t0 = bench_now_s();
     k->deadline = (double)sl_loop_now_ns(&loop) / 1e9 + duration;
     for (int i = 0; i < 50; i++)
         ka_start(k);
     sl_loop_run(&loop);
-    *wall = now_s() - t0;
+    *wall = bench_now_s() - t0;
     getrusage(RUSAGE_SELF, &b);
     sl_client_free(k->client);
     sl_loop_run(&loop);
     sl_loop_close(&loop);
-    *cpu = tv_s(b.ru_utime) - tv_s(a.ru_utime) + tv_s(b.ru_stime) - tv_s(a.ru_stime);
+    *cpu = bench_tv_s(b.ru_utime) - bench_tv_s(a.ru_utime) + bench_tv_s(b.ru_stime) -
+           bench_tv_s(a.ru_stime);
 }
 
 /* wrk's side of A, one run; returns false if it did not run. */
@@ -348,8 +209,8 @@ static bool ka_wrk(const char *url, double *rps, double *cpu100k, double *req_to
     char dur[32];
     snprintf(dur, sizeof(dur), "%ds", (int)(duration + 0.5));
     char *argv[] = {"wrk", "-t1", "-c50", "-d", dur, (char *)url, NULL};
-    struct child_result cr;
-    run_child(argv, NULL, &cr);
+    struct bench_child cr;
+    bench_run_child(argv, NULL, false, &cr);
     char *p = strstr(cr.out, "Requests/sec:");
     char *q = strstr(cr.out, "requests in");
     if (p == NULL || q == NULL)
@@ -368,7 +229,7 @@ static void bench_keepalive(void)
     double rps[MAX_RUNS], cpu100k[MAX_RUNS], wrps[MAX_RUNS], wcpu100k[MAX_RUNS];
     double pair[MAX_RUNS];
     int wrk_runs = 0;
-    bool with_wrk = have("wrk");
+    bool with_wrk = bench_have("wrk");
     char url[128];
 
     /* sluice and wrk take turns, so that a change in the machine's load
@@ -395,18 +256,18 @@ static void bench_keepalive(void)
         pair[wrk_runs] = cpu100k[r] / wcpu100k[wrk_runs];
         wrk_runs++;
     }
-    double s_rps = median(rps, runs), s_cpu = median(cpu100k, runs);
+    double s_rps = bench_median(rps, runs), s_cpu = bench_median(cpu100k, runs);
     printf("\nA. keep-alive GET 1 KiB, 50 connections, %.0f s (median of %d)\n", duration, runs);
     printf("   %-8s %12s %22s\n", "client", "requests/s", "CPU-s per 100k req");
     printf("   %-8s %12.0f %22.3f\n", "sluice", s_rps, s_cpu);
     if (wrk_runs > 0) {
-        double w_rps = median(wrps, wrk_runs), w_cpu = median(wcpu100k, wrk_runs);
+        double w_rps = bench_median(wrps, wrk_runs), w_cpu = bench_median(wcpu100k, wrk_runs);
         printf("   %-8s %12.0f %22.3f\n", "wrk", w_rps, w_cpu);
         printf("   sluice CPU per request = %.2fx wrk's (target <= 0.80): %s\n", s_cpu / w_cpu,
                s_cpu / w_cpu <= 0.8 ? "MET" : "NOT MET");
         printf("   (median of the per-turn ratios, each sluice run beside the wrk run after it: "
                "%.2fx)\n",
-               median(pair, wrk_runs));
+               bench_median(pair, wrk_runs));
     } else {
         printf("   wrk: not installed, skipped\n");
     }
@@ -433,8 +294,8 @@ static void bench_many(void)
 
     for (int r = 0; r < runs; r++) {
         char *argv[] = {sluice_path, "-s", "-Z", "--parallel-max", "50", "-i", list, NULL};
-        struct child_result cr;
-        int rc = run_child(argv, "/dev/null", &cr);
+        struct bench_child cr;
+        int rc = bench_run_child(argv, "/dev/null", false, &cr);
         if (rc != 0) {
             printf("bench=http test=1000urls impl=sluice run=%d exit=%d (failed)\n", r, rc);
             continue;
@@ -445,7 +306,7 @@ static void bench_many(void)
                r, cr.wall, cr.cpu, cr.maxrss_kb);
         sn++;
     }
-    if (have("curl")) {
+    if (bench_have("curl")) {
         char **argv = calloc(N + 8, sizeof(char *));
         static char urls[N][160];
         int a = 0;
@@ -459,8 +320,8 @@ static void bench_many(void)
             argv[a++] = urls[i];
         }
         for (int r = 0; r < runs; r++) {
-            struct child_result cr;
-            if (run_child(argv, "/dev/null", &cr) != 0)
+            struct bench_child cr;
+            if (bench_run_child(argv, "/dev/null", false, &cr) != 0)
                 continue;
             cw[cn] = cr.wall;
             crss[cn] = cr.maxrss_kb;
@@ -495,8 +356,8 @@ static void bench_many(void)
                  url, N);
         char *argv[] = {(char *)python, "-c", script, NULL};
         for (int r = 0; r < runs; r++) {
-            struct child_result cr;
-            if (run_child(argv, "/dev/null", &cr) != 0)
+            struct bench_child cr;
+            if (bench_run_child(argv, "/dev/null", false, &cr) != 0)
                 continue;
             aw[an] = cr.wall;
             arss[an] = cr.maxrss_kb;
@@ -513,8 +374,8 @@ static void bench_many(void)
         double rs[MAX_RUNS];
         for (int i = 0; i < sn; i++)
             rs[i] = (double)srss[i];
-        s_wall = median(sw, sn);
-        s_rss = median(rs, sn) / 1024;
+        s_wall = bench_median(sw, sn);
+        s_rss = bench_median(rs, sn) / 1024;
         printf("   %-8s %10.1f %14.2f\n", "sluice", s_wall * 1e3, s_rss);
     } else {
         printf("   sluice: failed\n");
@@ -524,14 +385,15 @@ static void bench_many(void)
         double rs[MAX_RUNS];
         for (int i = 0; i < cn; i++)
             rs[i] = (double)crss[i];
-        c_wall = median(cw, cn);
-        printf("   %-8s %10.1f %14.2f\n", "curl", c_wall * 1e3, median(rs, cn) / 1024);
+        c_wall = bench_median(cw, cn);
+        printf("   %-8s %10.1f %14.2f\n", "curl", c_wall * 1e3, bench_median(rs, cn) / 1024);
     }
     if (an > 0) {
         double rs[MAX_RUNS];
         for (int i = 0; i < an; i++)
             rs[i] = (double)arss[i];
-        printf("   %-8s %10.1f %14.2f\n", "aiohttp", median(aw, an) * 1e3, median(rs, an) / 1024);
+        printf("   %-8s %10.1f %14.2f\n", "aiohttp", bench_median(aw, an) * 1e3,
+               bench_median(rs, an) / 1024);
     }
     if (cn > 0 && sn > 0)
         printf("   sluice wall = %.2fx curl's (target <= 0.50): %s\n", s_wall / c_wall,
@@ -575,12 +437,13 @@ static double bench_big_one(const char *impl, const char *dest, double *cpu_out)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/1g.bin", port);
     snprintf(out, sizeof(out), "%s/%s", dir, "download.bin");
     for (int r = 0; r < runs; r++) {
-        struct child_result cr;
+        struct bench_child cr;
         const char *target = strcmp(dest, "file") == 0 ? out : "/dev/null";
         char *argv_s[] = {sluice_path, "-s", "-o", (char *)target, url, NULL};
         char *argv_c[] = {"curl", "-s", "-o", (char *)target, url, NULL};
         double srv0 = nginx_cpu_s();
-        int rc = run_child(strcmp(impl, "sluice") == 0 ? argv_s : argv_c, "/dev/null", &cr);
+        int rc =
+            bench_run_child(strcmp(impl, "sluice") == 0 ? argv_s : argv_c, "/dev/null", false, &cr);
         double srv = nginx_cpu_s() - srv0;
         unlink(out);
         if (rc != 0)
@@ -596,8 +459,8 @@ static double bench_big_one(const char *impl, const char *dest, double *cpu_out)
     }
     if (n == 0)
         return 0;
-    *cpu_out = median(cpu, n);
-    return median(mbs, n);
+    *cpu_out = bench_median(cpu, n);
+    return bench_median(mbs, n);
 }
 
 static double iperf_ceiling(void)
@@ -605,27 +468,27 @@ static double iperf_ceiling(void)
     pid_t srv;
     double v = 0;
 
-    if (!have("iperf3"))
+    if (!bench_have("iperf3"))
         return 0;
-    int p = free_port();
+    int p = bench_free_port();
     char ps[16];
     snprintf(ps, sizeof(ps), "%d", p);
     srv = fork();
     if (srv == 0) {
-        pin(0);
+        bench_pin(0);
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
         dup2(devnull, 2);
-        /* Not "-1" (one-off): the port_open() probe below would be taken
+        /* Not "-1" (one-off): the bench_port_open() probe below would be taken
          * as that one client, and the real client would find no server. */
         execlp("iperf3", "iperf3", "-s", "-B", "127.0.0.1", "-p", ps, (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 50 && !port_open(p); i++)
+    for (int i = 0; i < 50 && !bench_port_open(p); i++)
         usleep(50000);
     char *argv[] = {"iperf3", "-c", "127.0.0.1", "-p", ps, "-n", "1G", "-f", "m", NULL};
-    struct child_result cr;
-    run_child(argv, NULL, &cr);
+    struct bench_child cr;
+    bench_run_child(argv, NULL, false, &cr);
     /* "... 1.00 GBytes  23456 Mbits/sec  receiver" */
     char *rcv = strstr(cr.out, "receiver");
     if (rcv != NULL) {
@@ -656,7 +519,7 @@ static double reader_ceiling(double *cpu_out)
     for (int r = 0; r < runs; r++) {
         struct rusage ru;
         int status;
-        double t0 = now_s();
+        double t0 = bench_now_s();
         pid_t pid = fork();
         if (pid == 0) {
             static char buf[256 * 1024];
@@ -667,7 +530,7 @@ static double reader_ceiling(double *cpu_out)
             int fd = socket(AF_INET, SOCK_STREAM, 0);
             uint64_t total = 0;
             ssize_t k;
-            pin(1);
+            bench_pin(1);
             if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
                 _exit(1);
             int len = snprintf(req, sizeof(req),
@@ -682,9 +545,9 @@ static double reader_ceiling(double *cpu_out)
         if (pid < 0 || wait4(pid, &status, 0, &ru) < 0 || !WIFEXITED(status) ||
             WEXITSTATUS(status) != 0)
             continue;
-        double wall = now_s() - t0;
+        double wall = bench_now_s() - t0;
         mbs[n] = (double)(1ull << 30) / 1e6 / wall;
-        cpu[n] = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+        cpu[n] = bench_tv_s(ru.ru_utime) + bench_tv_s(ru.ru_stime);
         printf("bench=http test=1gib dest=none impl=recv-loop run=%d wall_s=%.3f cpu_s=%.3f "
                "MBps=%.0f\n",
                r, wall, cpu[n], mbs[n]);
@@ -693,8 +556,8 @@ static double reader_ceiling(double *cpu_out)
     }
     if (n == 0)
         return 0;
-    *cpu_out = median(cpu, n);
-    return median(mbs, n);
+    *cpu_out = bench_median(cpu, n);
+    return bench_median(mbs, n);
 }
 
 static void bench_big(void)
@@ -703,9 +566,9 @@ static void bench_big(void)
     double ceiling = iperf_ceiling();
     double reader = reader_ceiling(&r_cpu);
     double s_null = bench_big_one("sluice", "null", &s_cpu);
-    double c_null = have("curl") ? bench_big_one("curl", "null", &c_cpu) : 0;
+    double c_null = bench_have("curl") ? bench_big_one("curl", "null", &c_cpu) : 0;
     double s_file = bench_big_one("sluice", "file", &sf_cpu);
-    double c_file = have("curl") ? bench_big_one("curl", "file", &cf_cpu) : 0;
+    double c_file = bench_have("curl") ? bench_big_one("curl", "file", &cf_cpu) : 0;
 
     printf("\nC. 1 GiB download (median of %d)\n", runs);
     printf("   %-22s %10s %10s\n", "client", "MB/s", "CPU s");

@@ -23,6 +23,8 @@
  */
 #include <sluice.h>
 
+#include "bench-common.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -59,48 +61,6 @@ static char self_path[512];
 static char sluice_path[512];
 static char server_path[512];
 static char python_path[512];
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double tv_s(struct timeval tv)
-{
-    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-}
-
-static void pin(int cpu)
-{
-    cpu_set_t set;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    CPU_ZERO(&set);
-    CPU_SET(n > 1 ? cpu : 0, &set);
-    sched_setaffinity(0, sizeof(set), &set);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-    double s[MAX_RUNS];
-    memcpy(s, v, (size_t)n * sizeof(double));
-    qsort(s, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-static bool have(const char *prog)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", prog);
-    return system(cmd) == 0;
-}
 
 /* The directory of this executable, for the CLI and the faultserver in the build tree. */
 static void exe_dir(char *out, size_t len)
@@ -273,7 +233,7 @@ static void *pool_thread(void *arg)
 static int worker_main(const char *kind, int total)
 {
     struct pool p = {.total = total};
-    double t0 = now_s();
+    double t0 = bench_now_s();
 
     if (strcmp(kind, "sequential") == 0) {
         pool_thread(&p);
@@ -294,7 +254,7 @@ static int worker_main(const char *kind, int total)
     } else {
         return 2;
     }
-    printf("wall_s=%.6f ok=%d failed=%d\n", now_s() - t0, atomic_load(&p.ok),
+    printf("wall_s=%.6f ok=%d failed=%d\n", bench_now_s() - t0, atomic_load(&p.ok),
            atomic_load(&p.failed));
     return atomic_load(&p.failed) == 0 ? 0 : 1;
 }
@@ -313,7 +273,7 @@ static int server_start(void)
     if (server_pid < 0)
         return -1;
     if (server_pid == 0) {
-        pin(0);
+        bench_pin(0);
         prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive a crashed benchmark */
         dup2(pfd[1], 1);
         close(pfd[0]);
@@ -376,60 +336,6 @@ static void stats_read(long *conns, long *reqs)
 
 /* ---- child processes --------------------------------------------------------- */
 
-struct child_result {
-    int status;
-    double wall, cpu;
-    long maxrss_kb;
-    char out[4096];
-};
-
-/* Run argv pinned to CPU 1 with stdout captured (first 4 KiB) or sent to
- * `out_path`, and collect wall time, CPU time and peak RSS. */
-static int run_child(char *const argv[], const char *out_path, struct child_result *r)
-{
-    int pfd[2];
-    double t0 = now_s();
-    struct rusage ru;
-    pid_t pid;
-    size_t len = 0;
-
-    memset(r, 0, sizeof(*r));
-    if (pipe(pfd) < 0)
-        return -1;
-    pid = fork();
-    if (pid == 0) {
-        pin(1);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (out_path != NULL) {
-            int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            dup2(fd, 1);
-        } else {
-            dup2(pfd[1], 1);
-        }
-        dup2(devnull, 2);
-        close(pfd[0]);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    for (;;) {
-        ssize_t n = read(pfd[0], r->out + len, sizeof(r->out) - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len == sizeof(r->out) - 1)
-            len = 0; /* keep the tail */
-    }
-    r->out[len] = '\0';
-    close(pfd[0]);
-    if (wait4(pid, &r->status, 0, &ru) < 0)
-        return -1;
-    r->wall = now_s() - t0;
-    r->cpu = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
-    r->maxrss_kb = ru.ru_maxrss;
-    return WIFEXITED(r->status) ? WEXITSTATUS(r->status) : 128;
-}
-
 /* ---- the rows ---------------------------------------------------------------------------- */
 
 enum { ROW_SEQ, ROW_THREADS, ROW_SLUICE, ROW_AIOHTTP, ROW_CURL, NROWS };
@@ -454,13 +360,13 @@ struct table {
 /* One run of one row: run the child, check it, record it, print the machine-readable line. */
 static void measure(struct table *t, int row, int run, char *const argv[], bool worker)
 {
-    struct child_result cr;
+    struct bench_child cr;
     struct row *w = &t->rows[row];
     long conns, reqs;
     double wall;
 
     stats_reset();
-    int rc = run_child(argv, worker ? NULL : "/dev/null", &cr);
+    int rc = bench_run_child(argv, worker ? NULL : "/dev/null", false, &cr);
     stats_read(&conns, &reqs);
     wall = cr.wall;
     if (worker && rc == 0) {
@@ -545,7 +451,7 @@ static void run_curl(struct table *t)
     size_t ulen = sizeof(t->base) + 16;
     int a = 0;
 
-    if (!have("curl")) {
+    if (!bench_have("curl")) {
         snprintf(t->rows[ROW_CURL].skipped, sizeof(t->rows[0].skipped), "curl not installed");
         return;
     }
@@ -613,7 +519,7 @@ static void run_startup(void)
     } c[] = {{ROW_SEQ, seq, true},
              {ROW_SLUICE, sl, access(sluice_path, X_OK) == 0},
              {ROW_AIOHTTP, py, python_path[0] != '\0'},
-             {ROW_CURL, cu, have("curl")}};
+             {ROW_CURL, cu, bench_have("curl")}};
 
     starts[ROW_SEQ].label = "(a) this program's C client";
     starts[ROW_SLUICE].label = "(c) sluice";
@@ -622,8 +528,8 @@ static void run_startup(void)
     for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
         struct startup *st = &starts[c[i].row];
         for (int r = 0; c[i].present && r < START_RUNS; r++) {
-            struct child_result cr;
-            if (run_child(c[i].argv, "/dev/null", &cr) != 0)
+            struct bench_child cr;
+            if (bench_run_child(c[i].argv, "/dev/null", false, &cr) != 0)
                 continue;
             printf("bench=seed test=startup impl=%s run=%d proc_wall_s=%.4f maxrss_kb=%ld\n",
                    row_names[c[i].row], r, cr.wall, cr.maxrss_kb);
@@ -647,8 +553,8 @@ static void print_startup(void)
             printf("   %-28s not installed or failed\n", st->label);
             continue;
         }
-        printf("   %-28s %9.2f %9.2f\n", st->label, median(st->wall, st->n) * 1e3,
-               median(st->rss_kb, st->n) / 1024);
+        printf("   %-28s %9.2f %9.2f\n", st->label, bench_median(st->wall, st->n) * 1e3,
+               bench_median(st->rss_kb, st->n) / 1024);
     }
 }
 
@@ -664,7 +570,7 @@ static void print_table(const struct table *t, const char *title, double seq_per
     bool estimated = false;
 
     if (t->rows[ROW_SEQ].n > 0) {
-        seq_wall = median(t->rows[ROW_SEQ].wall, t->rows[ROW_SEQ].n);
+        seq_wall = bench_median(t->rows[ROW_SEQ].wall, t->rows[ROW_SEQ].n);
     } else if (seq_per_req > 0) {
         seq_wall = seq_per_req * t->total;
         estimated = true;
@@ -680,12 +586,12 @@ static void print_table(const struct table *t, const char *title, double seq_per
             printf("   %-28s %s\n", w->label, w->skipped[0] ? w->skipped : "failed (see above)");
             continue;
         }
-        double wall = median(w->wall, w->n), rss = median(w->rss_kb, w->n) / 1024;
+        double wall = bench_median(w->wall, w->n), rss = bench_median(w->rss_kb, w->n) / 1024;
         char up[16] = "-";
         if (seq_wall > 0)
             snprintf(up, sizeof(up), "%s%.1fx", estimated ? "~" : "", seq_wall / wall);
         printf("   %-28s %9.1f %9.0f %8.1f %9.2f %7.0f %8.2f %9s\n", w->label, wall * 1e3,
-               t->total / wall, median(w->cpu, w->n) * 1e3, rss, median(w->conns, w->n),
+               t->total / wall, bench_median(w->cpu, w->n) * 1e3, rss, bench_median(w->conns, w->n),
                wall / floor_s, up);
         if (i != ROW_SLUICE && (min_rss == 0 || rss < min_rss))
             min_rss = rss;
@@ -693,7 +599,7 @@ static void print_table(const struct table *t, const char *title, double seq_per
             min_peer_rss = rss;
         /* A client that ran fewer connections than asked (curl caps --parallel-max at 300)
          * has a floor of its own; say how close it came to that one. */
-        double conns = median(w->conns, w->n);
+        double conns = bench_median(w->conns, w->n);
         if (i >= ROW_SLUICE && conns > 0 && conns < t->inflight)
             printf("   %-28s ran %.0f connections, not %d: its own floor is %.0f ms, %.2fx\n", "",
                    conns, t->inflight, t->total * DELAY_MS / conns,
@@ -703,7 +609,7 @@ static void print_table(const struct table *t, const char *title, double seq_per
     printf("   conns: connections the server accepted in a run. speed-up: over (a)%s.\n",
            estimated ? ", ~ = over (a)'s per-request time in the 100-request table" : "");
     if (s->n > 0) {
-        double wall = median(s->wall, s->n), rss = median(s->rss_kb, s->n) / 1024;
+        double wall = bench_median(s->wall, s->n), rss = bench_median(s->rss_kb, s->n) / 1024;
         printf("   sluice wall = %.3fx the floor (target <= 1.10): %s\n", wall / floor_s,
                wall / floor_s <= 1.10 ? "MET" : "NOT MET");
         if (min_rss > 0)
@@ -861,8 +767,9 @@ int main(int argc, char **argv)
     run_aiohttp(&t1);
     run_curl(&t1);
     run_startup();
-    double seq_per_req =
-        t1.rows[ROW_SEQ].n > 0 ? median(t1.rows[ROW_SEQ].wall, t1.rows[ROW_SEQ].n) / t1.total : 0;
+    double seq_per_req = t1.rows[ROW_SEQ].n > 0
+                             ? bench_median(t1.rows[ROW_SEQ].wall, t1.rows[ROW_SEQ].n) / t1.total
+                             : 0;
 
     if (!quick) {
         table_init(&t2, 10000, 1000);

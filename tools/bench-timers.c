@@ -38,6 +38,8 @@
  */
 #include "sluice.h"
 
+#include "bench-common.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -415,22 +417,7 @@ static double heap_run(struct heap *h, struct htimer *t, const struct work *w, e
 
 /* ---- driver ------------------------------------------------------------------------------ */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 #define MAX_REPS 15
-
-static double median(const double *v, int n)
-{
-    double tmp[MAX_REPS];
-
-    memcpy(tmp, v, (size_t)n * sizeof(*v));
-    qsort(tmp, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 == 1 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
-}
 
 /* Both sides get their timers in one zeroed array aligned to a cache line, so that neither
  * depends on where malloc happens to put it (a large calloc is page-aligned plus a 16-byte
@@ -558,7 +545,7 @@ static int bench_n(size_t n, int reps, size_t min_ops, double result[NIMPLS][NOP
             result[impl][op] = 0;
             if (!(op_mask & (1u << op)))
                 continue;
-            result[impl][op] = median(samples[impl][op], reps);
+            result[impl][op] = bench_median(samples[impl][op], reps);
             printf("bench=timers impl=%s n=%zu op=%s ns_per_op=%.1f\n", impl_names[impl], n,
                    op_names[op], result[impl][op]);
         }
@@ -645,25 +632,26 @@ static int check_targets(int rounds, size_t min_ops)
         bound[r] = floor_ns[r] / ns[SMALL][IMPL_WHEEL][r];
     }
 
-    s = median(speedup, rounds);
+    s = bench_median(speedup, rounds);
     range(speedup, rounds, &lo, &hi);
     printf("\nbench=timers check=speedup n=1000000 op=arm_stop wheel_ns=%.1f heap_ns=%.1f "
            "heap_over_wheel=%.2f min=%.2f max=%.2f rounds=%d target=3.00 result=%s\n",
-           median(ns[LARGE][IMPL_WHEEL], rounds), median(ns[LARGE][IMPL_HEAP], rounds), s, lo, hi,
-           rounds, s >= 3.0 ? "pass" : "fail");
-    g = median(growth, rounds);
+           bench_median(ns[LARGE][IMPL_WHEEL], rounds), bench_median(ns[LARGE][IMPL_HEAP], rounds),
+           s, lo, hi, rounds, s >= 3.0 ? "pass" : "fail");
+    g = bench_median(growth, rounds);
     range(growth, rounds, &lo, &hi);
     printf("bench=timers check=growth impl=wheel op=arm_stop n1=10000 n2=1000000 ns1=%.1f "
            "ns2=%.1f ratio=%.2f min=%.2f max=%.2f rounds=%d target=1.50 result=%s\n",
-           median(ns[SMALL][IMPL_WHEEL], rounds), median(ns[LARGE][IMPL_WHEEL], rounds), g, lo, hi,
-           rounds, g <= 1.5 ? "pass" : "fail");
+           bench_median(ns[SMALL][IMPL_WHEEL], rounds), bench_median(ns[LARGE][IMPL_WHEEL], rounds),
+           g, lo, hi, rounds, g <= 1.5 ? "pass" : "fail");
     /* How much of the growth is the memory of the timers themselves: the floor at 1M over the
      * wheel at 10k is the least growth possible while the floor exceeds the in-cache cost. */
-    g = median(bound, rounds);
+    g = bench_median(bound, rounds);
     range(bound, rounds, &lo, &hi);
     printf("bench=timers check=floor n=1000000 op=arm_stop stream_ns=%.1f wheel_ns=%.1f "
            "floor_over_wheel_10k=%.2f min=%.2f max=%.2f rounds=%d\n",
-           median(floor_ns, rounds), median(ns[LARGE][IMPL_WHEEL], rounds), g, lo, hi, rounds);
+           bench_median(floor_ns, rounds), bench_median(ns[LARGE][IMPL_WHEEL], rounds), g, lo, hi,
+           rounds);
     fflush(stdout);
     rc = 0;
 out:

@@ -42,6 +42,8 @@
  */
 #include <sluice.h>
 
+#include "bench-common.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -85,39 +87,6 @@ static pid_t nginx_pid = -1;
 static char sluice_path[512];
 static char self_path[512];
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double tv_s(struct timeval tv)
-{
-    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-}
-
-static void pin(int cpu)
-{
-    cpu_set_t set;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    CPU_ZERO(&set);
-    CPU_SET(n > 1 ? cpu : 0, &set);
-    sched_setaffinity(0, sizeof(set), &set);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* The 1-minute load average: how busy the machine was besides us. */
 static double loadavg(void)
 {
@@ -141,13 +110,6 @@ static double best(const double *v, int n)
         if (v[i] < m)
             m = v[i];
     return m;
-}
-
-static bool have(const char *prog)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", prog);
-    return system(cmd) == 0;
 }
 
 /* ---- certificates -------------------------------------------------------------- */
@@ -264,56 +226,6 @@ fail:
 
 /* ---- nginx ------------------------------------------------------------------- */
 
-static int free_port(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), p = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        p = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return p;
-}
-
-static int write_file(const char *name, uint64_t size)
-{
-    char path[512];
-    static char buf[1 << 20];
-    int fd;
-
-    snprintf(path, sizeof(path), "%s/www/%s", dir, name);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return -1;
-    for (size_t i = 0; i < sizeof(buf); i++)
-        buf[i] = (char)((i * 131 + 7) % 251);
-    while (size > 0) {
-        size_t n = size < sizeof(buf) ? (size_t)size : sizeof(buf);
-        if (write(fd, buf, n) != (ssize_t)n) {
-            close(fd);
-            return -1;
-        }
-        size -= n;
-    }
-    close(fd);
-    return 0;
-}
-
-static bool port_open(int p)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)p),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 static int nginx_start(void)
 {
     char path[512];
@@ -328,15 +240,16 @@ static int nginx_start(void)
         fprintf(stderr, "bench-tls: could not generate the certificates\n");
         return -1;
     }
-    if (write_file("1k.bin", 1024) < 0 ||
-        (!skip_big && strchr(only, 'C') != NULL && write_file("1g.bin", 1ull << 30) < 0))
+    if (bench_write_pattern(dir, "1k.bin", 1024) < 0 ||
+        (!skip_big && strchr(only, 'C') != NULL &&
+         bench_write_pattern(dir, "1g.bin", 1ull << 30) < 0))
         return -1;
-    port = free_port();
+    port = bench_free_port();
     do
-        port_nores = free_port();
+        port_nores = bench_free_port();
     while (port_nores == port);
     do
-        port_http = free_port();
+        port_http = bench_free_port();
     while (port_http == port || port_http == port_nores);
     snprintf(path, sizeof(path), "%s/nginx.conf", dir);
     f = fopen(path, "w");
@@ -369,13 +282,13 @@ static int nginx_start(void)
     nginx_pid = fork();
     if (nginx_pid == 0) {
         char conf[512];
-        pin(0);
+        bench_pin(0);
         snprintf(conf, sizeof(conf), "%s/nginx.conf", dir);
         execl("/usr/sbin/nginx", "nginx", "-c", conf, "-p", dir, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 100; i++) {
-        if (port_open(port) && port_open(port_nores) && port_open(port_http))
+        if (bench_port_open(port) && bench_port_open(port_nores) && bench_port_open(port_http))
             return 0;
         usleep(50000);
     }
@@ -425,67 +338,6 @@ static double nginx_cpu(void)
 }
 
 /* ---- child processes --------------------------------------------------------- */
-
-struct child_result {
-    int status;
-    double wall, cpu, user;
-    long maxrss_kb;
-    char out[4096];
-};
-
-/* Run argv pinned to CPU 1 with stdout (and stderr too if `with_err`)
- * captured (the last 4 KiB) or sent to `out_path`, and collect wall time,
- * CPU time and peak RSS. */
-static int run_child(char *const argv[], const char *out_path, bool with_err,
-                     struct child_result *r)
-{
-    int pfd[2];
-    double t0 = now_s();
-    struct rusage ru;
-    pid_t pid;
-    size_t len = 0;
-
-    memset(r, 0, sizeof(*r));
-    if (pipe(pfd) < 0)
-        return -1;
-    pid = fork();
-    if (pid == 0) {
-        pin(1);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (out_path != NULL) {
-            int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            dup2(fd, 1);
-        } else {
-            dup2(pfd[1], 1);
-        }
-        dup2(with_err ? 1 : devnull, 2);
-        close(pfd[0]);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    for (;;) {
-        ssize_t n = read(pfd[0], r->out + len, sizeof(r->out) - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len == sizeof(r->out) - 1) {
-            /* Keep the tail: slide the second half down. */
-            size_t half = len / 2;
-            memmove(r->out, r->out + half, len - half);
-            len -= half;
-        }
-    }
-    r->out[len] = '\0';
-    close(pfd[0]);
-    if (wait4(pid, &r->status, 0, &ru) < 0)
-        return -1;
-    r->wall = now_s() - t0;
-    r->user = tv_s(ru.ru_utime);
-    r->cpu = r->user + tv_s(ru.ru_stime);
-    r->maxrss_kb = ru.ru_maxrss;
-    return WIFEXITED(r->status) ? WEXITSTATUS(r->status) : 128;
-}
 
 /* ---- A: keep-alive requests/s, in process -------------------------------------- */
 
@@ -543,17 +395,18 @@ static int ka_sluice(const char *url, int r, double *rps, double *cpu_us, double
     k.loop = &loop;
     snprintf(k.url, sizeof(k.url), "%s", url);
     getrusage(RUSAGE_SELF, &a);
-    double t0 = now_s(), srv0 = nginx_cpu();
+    double t0 = bench_now_s(), srv0 = nginx_cpu();
     k.deadline = (double)sl_loop_now_ns(&loop) / 1e9 + duration;
     for (int i = 0; i < 50; i++)
         ka_start(&k);
     sl_loop_run(&loop);
-    double wall = now_s() - t0, srv = nginx_cpu() - srv0;
+    double wall = bench_now_s() - t0, srv = nginx_cpu() - srv0;
     getrusage(RUSAGE_SELF, &b);
     sl_client_free(k.client);
     sl_loop_run(&loop);
     sl_loop_close(&loop);
-    double cpu = tv_s(b.ru_utime) - tv_s(a.ru_utime) + tv_s(b.ru_stime) - tv_s(a.ru_stime);
+    double cpu = bench_tv_s(b.ru_utime) - bench_tv_s(a.ru_utime) + bench_tv_s(b.ru_stime) -
+                 bench_tv_s(a.ru_stime);
     *rps = (double)k.done / wall;
     *busy = srv / wall;
     *cpu_us = k.done > 0 ? cpu / (double)k.done * 1e6 : 0;
@@ -568,13 +421,13 @@ static int ka_sluice(const char *url, int r, double *rps, double *cpu_us, double
 static int ka_wrk(const char *url, int r, double *rps, double *cpu_us, double *busy)
 {
     char dur[32];
-    struct child_result cr;
+    struct bench_child cr;
     double req_total;
 
     snprintf(dur, sizeof(dur), "%ds", (int)(duration + 0.5));
     char *argv[] = {"wrk", "-t1", "-c50", "-d", dur, (char *)url, NULL};
     double srv = nginx_cpu();
-    run_child(argv, NULL, false, &cr);
+    bench_run_child(argv, NULL, false, &cr);
     srv = nginx_cpu() - srv;
     char *p = strstr(cr.out, "Requests/sec:");
     char *q = strstr(cr.out, "requests in");
@@ -601,7 +454,7 @@ static void bench_keepalive(void)
     double rps[MAX_RUNS], cpu_us[MAX_RUNS], busy[MAX_RUNS];
     double wrps[MAX_RUNS], wcpu_us[MAX_RUNS], wbusy[MAX_RUNS];
     int sn = 0, wn = 0;
-    bool wrk = have("wrk");
+    bool wrk = bench_have("wrk");
     char url[128];
 
     snprintf(url, sizeof(url), "https://127.0.0.1:%d/1k.bin", port);
@@ -617,17 +470,19 @@ static void bench_keepalive(void)
            runs);
     printf("   %-8s %12s %20s %10s %12s\n", "client", "requests/s", "CPU us per request", "(best)",
            "nginx busy");
-    double s_rps = sn > 0 ? median(rps, sn) : 0, s_cpu = sn > 0 ? median(cpu_us, sn) : 0;
+    double s_rps = sn > 0 ? bench_median(rps, sn) : 0,
+           s_cpu = sn > 0 ? bench_median(cpu_us, sn) : 0;
     double s_best = sn > 0 ? best(cpu_us, sn) : 0;
     if (sn > 0)
         printf("   %-8s %12.0f %20.2f %10.2f %11.0f%%\n", "sluice", s_rps, s_cpu, s_best,
-               100 * median(busy, sn));
+               100 * bench_median(busy, sn));
     else
         printf("   sluice: failed\n");
     if (wn > 0) {
-        double w_rps = median(wrps, wn), w_cpu = median(wcpu_us, wn), w_best = best(wcpu_us, wn);
+        double w_rps = bench_median(wrps, wn), w_cpu = bench_median(wcpu_us, wn),
+               w_best = best(wcpu_us, wn);
         printf("   %-8s %12.0f %20.2f %10.2f %11.0f%%   (does not verify the certificate)\n", "wrk",
-               w_rps, w_cpu, w_best, 100 * median(wbusy, wn));
+               w_rps, w_cpu, w_best, 100 * bench_median(wbusy, wn));
         if (sn > 0)
             printf("   sluice CPU per request = %.2fx wrk's (best runs: %.2fx) (target <= 1.00): "
                    "%s\n",
@@ -722,18 +577,18 @@ static void hs_sluice(const char *impl, int p, bool fresh, int r, struct hs_stat
     h.opts.tls_cafile = cafile;
     snprintf(h.url, sizeof(h.url), "https://127.0.0.1:%d/1k.bin", p);
     getrusage(RUSAGE_SELF, &a);
-    double t0 = now_s(), srv0 = nginx_cpu();
+    double t0 = bench_now_s(), srv0 = nginx_cpu();
     h.deadline = (double)sl_loop_now_ns(&loop) / 1e9 + hs_time;
     hs_start(&h);
     sl_loop_run(&loop);
-    double wall = now_s() - t0, srv = nginx_cpu() - srv0;
+    double wall = bench_now_s() - t0, srv = nginx_cpu() - srv0;
     getrusage(RUSAGE_SELF, &b);
     if (h.client != NULL)
         sl_client_free(h.client);
     sl_loop_run(&loop);
     sl_loop_close(&loop);
-    double user = tv_s(b.ru_utime) - tv_s(a.ru_utime);
-    double cpu = user + tv_s(b.ru_stime) - tv_s(a.ru_stime);
+    double user = bench_tv_s(b.ru_utime) - bench_tv_s(a.ru_utime);
+    double cpu = user + bench_tv_s(b.ru_stime) - bench_tv_s(a.ru_stime);
     printf("bench=tls test=handshake impl=%s run=%d requests=%llu failed=%llu "
            "handshakes=%llu resumed=%llu wall_s=%.3f cpu_s=%.3f user_s=%.3f "
            "server_cpu_s=%.2f per_s=%.0f cpu_us_per_hs=%.1f%s%s\n",
@@ -761,7 +616,7 @@ static void hs_sluice(const char *impl, int p, bool fresh, int r, struct hs_stat
 static void hs_stime(const char *mode, int r, struct hs_stat *st)
 {
     char hostport[64], secs[16], out[512];
-    struct child_result cr;
+    struct bench_child cr;
     unsigned long nconn = 0, resumed = 0, full = 0;
     double utime = 0, per_user_s = 0;
     char *line = NULL;
@@ -774,7 +629,7 @@ static void hs_stime(const char *mode, int r, struct hs_stat *st)
     char *argv[] = {"openssl", "s_time", "-connect", hostport,  (char *)mode, "-time",
                     secs,      "-www",   "/1k.bin",  "-CAfile", cafile,       NULL};
     double srv = nginx_cpu();
-    if (run_child(argv, out, false, &cr) != 0) {
+    if (bench_run_child(argv, out, false, &cr) != 0) {
         printf("bench=tls test=handshake impl=s_time%s run=%d (failed)\n", mode, r);
         return;
     }
@@ -927,12 +782,12 @@ static double mem_per_conn(const char *scheme, int p, double *heap)
     snprintf(ps, sizeof(ps), "%d", p);
     for (int r = 0; r < runs; r++) {
         char *argv[] = {self_path, "--mem-child", (char *)scheme, ps, cafile, NULL};
-        struct child_result cr;
+        struct bench_child cr;
         unsigned done = 0, failed = 0, fresh = 0;
         long before = 0, after = 0;
         double hkb = 0;
 
-        if (run_child(argv, NULL, false, &cr) != 0 ||
+        if (bench_run_child(argv, NULL, false, &cr) != 0 ||
             sscanf(cr.out,
                    "requests=%u failed=%u new_conns=%u rss_before_kb=%ld rss_after_kb=%ld "
                    "heap_growth_kb=%lf",
@@ -951,14 +806,14 @@ static double mem_per_conn(const char *scheme, int p, double *heap)
     }
     if (n == 0)
         return -1;
-    *heap = median(heap_kb, n);
-    return median(kb, n);
+    *heap = bench_median(heap_kb, n);
+    return bench_median(kb, n);
 }
 
 static void bench_handshake(void)
 {
     struct hs_stat s_new = {0}, s_one = {0}, s_res = {0}, t_new = {0}, t_res = {0};
-    bool stime = have("openssl");
+    bool stime = bench_have("openssl");
 
     for (int r = 0; r < runs; r++) {
         hs_sluice("sluice-new-client", port, true, r, &s_new);
@@ -994,10 +849,10 @@ static void bench_handshake(void)
             printf("   %-34s %s\n", rows[i].name, st == NULL ? "not installed, skipped" : "failed");
             continue;
         }
-        cpu[i] = median(st->cpu_us, st->n);
+        cpu[i] = bench_median(st->cpu_us, st->n);
         cpu_best[i] = best(st->cpu_us, st->n);
         printf("   %-34s %8.0f %14.1f %8.1f %8.1f %6llu/%llu\n", rows[i].name,
-               median(st->rate, st->n), cpu[i], cpu_best[i], median(st->user_us, st->n),
+               bench_median(st->rate, st->n), cpu[i], cpu_best[i], bench_median(st->user_us, st->n),
                (unsigned long long)st->resumed, (unsigned long long)st->handshakes);
     }
     printf("   CPU = user + system of the whole client per handshake (s_time: from wait4, so\n"
@@ -1033,13 +888,14 @@ struct big_stat {
 static void bench_big_one(const char *impl, int r, struct big_stat *st)
 {
     char url[128];
-    struct child_result cr;
+    struct bench_child cr;
 
     snprintf(url, sizeof(url), "https://127.0.0.1:%d/1g.bin", port);
     char *argv_s[] = {sluice_path, "-s", "--cacert", cafile, "-o", "/dev/null", url, NULL};
     char *argv_c[] = {"curl", "-s", "--cacert", cafile, "-o", "/dev/null", url, NULL};
     double srv = nginx_cpu();
-    int rc = run_child(strcmp(impl, "sluice") == 0 ? argv_s : argv_c, "/dev/null", false, &cr);
+    int rc =
+        bench_run_child(strcmp(impl, "sluice") == 0 ? argv_s : argv_c, "/dev/null", false, &cr);
     srv = nginx_cpu() - srv;
     if (rc != 0) {
         printf("bench=tls test=1gib impl=%s run=%d exit=%d (failed)\n", impl, r, rc);
@@ -1061,7 +917,7 @@ static void bench_big_one(const char *impl, int r, struct big_stat *st)
 static void negotiated(const char *impl, char *out, size_t outlen)
 {
     char url[128];
-    struct child_result cr;
+    struct bench_child cr;
     const char *p;
     size_t n;
 
@@ -1070,7 +926,7 @@ static void negotiated(const char *impl, char *out, size_t outlen)
     char *argv_s[] = {sluice_path, "-v", "--cacert", cafile, "-o", "/dev/null", url, NULL};
     char *argv_c[] = {"curl", "-v", "--cacert", cafile, "-o", "/dev/null", url, NULL};
     bool sl = strcmp(impl, "sluice") == 0;
-    if (run_child(sl ? argv_s : argv_c, NULL, true, &cr) != 0)
+    if (bench_run_child(sl ? argv_s : argv_c, NULL, true, &cr) != 0)
         return;
     p = strstr(cr.out, sl ? "TLS TLSv" : "SSL connection using ");
     if (p == NULL)
@@ -1090,7 +946,7 @@ static void negotiated(const char *impl, char *out, size_t outlen)
  * from `openssl speed -mr` ("+F:n:NAME:bytes_per_second"). */
 static double crypto_ceiling(const char *cipher, const char **evp_name)
 {
-    struct child_result cr;
+    struct bench_child cr;
     const char *name = "aes-128-gcm";
     const char *p;
 
@@ -1101,7 +957,7 @@ static double crypto_ceiling(const char *cipher, const char **evp_name)
     *evp_name = name;
     char *argv[] = {"openssl", "speed", "-mr",  "-seconds",   "1",
                     "-bytes",  "16384", "-evp", (char *)name, NULL};
-    if (run_child(argv, NULL, false, &cr) != 0)
+    if (bench_run_child(argv, NULL, false, &cr) != 0)
         return 0;
     p = strstr(cr.out, "+F:");
     if (p == NULL || (p = strchr(p + 3, ':')) == NULL || (p = strchr(p + 1, ':')) == NULL)
@@ -1122,18 +978,21 @@ static void bench_big(void)
         return;
     }
     negotiated("sluice", s_tls, sizeof(s_tls));
-    bool curl = have("curl");
+    bool curl = bench_have("curl");
     if (curl)
         negotiated("curl", c_tls, sizeof(c_tls));
-    double ceiling = have("openssl") ? crypto_ceiling(s_tls, &evp_name) : 0;
+    double ceiling = bench_have("openssl") ? crypto_ceiling(s_tls, &evp_name) : 0;
     for (int r = 0; r < runs; r++) {
         bench_big_one("sluice", r, &s);
         if (curl)
             bench_big_one("curl", r, &c);
     }
-    double s_mbs = s.n > 0 ? median(s.mbs, s.n) : 0, s_cpu = s.n > 0 ? median(s.cpu, s.n) : 0;
-    double c_mbs = c.n > 0 ? median(c.mbs, c.n) : 0, c_cpu = c.n > 0 ? median(c.cpu, c.n) : 0;
-    double s_srv = s.n > 0 ? median(s.srv, s.n) : 0, c_srv = c.n > 0 ? median(c.srv, c.n) : 0;
+    double s_mbs = s.n > 0 ? bench_median(s.mbs, s.n) : 0,
+           s_cpu = s.n > 0 ? bench_median(s.cpu, s.n) : 0;
+    double c_mbs = c.n > 0 ? bench_median(c.mbs, c.n) : 0,
+           c_cpu = c.n > 0 ? bench_median(c.cpu, c.n) : 0;
+    double s_srv = s.n > 0 ? bench_median(s.srv, s.n) : 0,
+           c_srv = c.n > 0 ? bench_median(c.srv, c.n) : 0;
 
     printf("\nC. 1 GiB HTTPS download to /dev/null (median of %d)\n", runs);
     printf("   negotiated: sluice %s; curl %s\n", s_tls, curl ? c_tls : "-");
@@ -1222,8 +1081,8 @@ int main(int argc, char **argv)
         nginx_stop();
         return 1;
     }
-    pin(1);
-    double t0 = now_s();
+    bench_pin(1);
+    double t0 = bench_now_s();
     printf("bench-tls: load average %.2f at the start\n", loadavg());
     printf("bench-tls: nginx on 127.0.0.1:%d (HTTPS), :%d (HTTPS, no resumption), :%d (HTTP) "
            "pinned to CPU 0, clients on CPU 1; %d run(s)\n",
@@ -1239,7 +1098,7 @@ int main(int argc, char **argv)
     if (strchr(only, 'C') != NULL && !skip_big)
         bench_big();
     nginx_stop();
-    printf("\nbench-tls: %.0f s in all; load average %.2f at the end (%ld CPUs)\n", now_s() - t0,
-           loadavg(), sysconf(_SC_NPROCESSORS_ONLN));
+    printf("\nbench-tls: %.0f s in all; load average %.2f at the end (%ld CPUs)\n",
+           bench_now_s() - t0, loadavg(), sysconf(_SC_NPROCESSORS_ONLN));
     return 0;
 }
