@@ -449,8 +449,8 @@ static void trace_head_in(sl_req_t *req, const struct sl__resp_head *h)
     t = malloc(need);
     if (t == NULL)
         return;
-    off = (size_t)snprintf(t, need, "HTTP/%u.%u %d %s\r\n", h->http_major, h->http_minor,
-                           h->status, h->reason);
+    off = (size_t)snprintf(t, need, "HTTP/%u.%u %d %s\r\n", h->http_major, h->http_minor, h->status,
+                           h->reason);
     for (size_t i = 0; i < h->nheaders; i++)
         off += (size_t)snprintf(t + off, need - off, "%s: %s\r\n", h->headers[i].name,
                                 h->headers[i].value);
@@ -506,8 +506,7 @@ static void phase_timer_cb(sl_timer_t *t)
         what = "in the TLS handshake";
         break;
     }
-    sl__req_fail(req, req->phase_error, "timed out after %llu ms %s",
-                 (unsigned long long)ms, what);
+    sl__req_fail(req, req->phase_error, "timed out after %llu ms %s", (unsigned long long)ms, what);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -1249,8 +1248,7 @@ static int resume_head(sl_req_t *req, const struct sl__resp_head *h)
     if (h->status != 206 || cr == NULL || parse_content_range(cr, &first, &last, &total) < 0 ||
         first != req->resume_from || (req->resume_total >= 0 && total != req->resume_total) ||
         (total >= 0 && last + 1 != (uint64_t)total)) {
-        sl__req_fail(req, SL_ERESUME,
-                     "cannot resume at byte %llu: the server answered %d%s%s%s",
+        sl__req_fail(req, SL_ERESUME, "cannot resume at byte %llu: the server answered %d%s%s%s",
                      (unsigned long long)req->resume_from, h->status,
                      h->status == 200 ? " (its copy changed: If-Range did not match)" : "",
                      cr != NULL ? " with Content-Range " : "", cr != NULL ? cr : "");

@@ -134,14 +134,15 @@ int sl__retry_after_ms(const char *v, int64_t now_unix_s, uint64_t *out_ms)
     }
     /* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" (the obsolete formats
      * are not worth a retry decision). */
-    if (sscanf(p, "%*3s, %2d %3s %4d %2d:%2d:%2d GMT%n", &day, mon, &year, &hh, &mm, &ss, &n) != 6 ||
+    if (sscanf(p, "%*3s, %2d %3s %4d %2d:%2d:%2d GMT%n", &day, mon, &year, &hh, &mm, &ss, &n) !=
+            6 ||
         p[n] != '\0')
         return -1;
     int mi = month_index(mon);
     if (mi < 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60)
         return -1;
-    int64_t t = days_from_civil(year, (unsigned)mi + 1, (unsigned)day) * 86400 + hh * 3600 +
-                mm * 60 + ss;
+    int64_t t =
+        days_from_civil(year, (unsigned)mi + 1, (unsigned)day) * 86400 + hh * 3600 + mm * 60 + ss;
     *out_ms = t > now_unix_s ? (uint64_t)(t - now_unix_s) * 1000 : 0;
     return 0;
 }

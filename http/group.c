@@ -31,7 +31,7 @@
 #include <string.h>
 
 struct member {
-    sl_req_t *req;      /* one of req and group is set; both NULL once detached */
+    sl_req_t *req; /* one of req and group is set; both NULL once detached */
     sl_group_t *group;
     bool ended;
     int err;
@@ -45,19 +45,19 @@ struct sl_group_s {
     size_t parent_index;
     struct member *members;
     size_t n, cap;
-    size_t pending;             /* members that have not ended */
-    size_t failed;              /* members that ended with an error */
-    uint64_t deadline_ms;       /* 0: none */
+    size_t pending;       /* members that have not ended */
+    size_t failed;        /* members that ended with an error */
+    uint64_t deadline_ms; /* 0: none */
     sl_timer_t deadline;
-    sl_defer_t defer;           /* the done callback; the release after free */
+    sl_defer_t defer; /* the done callback; the release after free */
     sl_group_cb on_done;
-    int error;                  /* the first cause, 0 while none */
-    size_t cause;               /* index of the member that failed first, or SIZE_MAX */
+    int error;    /* the first cause, 0 while none */
+    size_t cause; /* index of the member that failed first, or SIZE_MAX */
     char errmsg[256];
     bool started;
-    bool held;                  /* sl_group_hold(): do not end yet */
-    bool aborting;              /* members are being (or were) cancelled */
-    bool done;                  /* ended; on_done queued or run */
+    bool held;     /* sl_group_hold(): do not end yet */
+    bool aborting; /* members are being (or were) cancelled */
+    bool done;     /* ended; on_done queued or run */
     bool done_pending;
     bool freed;
 };
@@ -235,8 +235,8 @@ int sl_group_add_group(sl_group_t *parent, sl_group_t *child)
 {
     int rc;
 
-    if (parent->done || parent->freed || child->parent != NULL || child == parent ||
-        child->freed || child->done)
+    if (parent->done || parent->freed || child->parent != NULL || child == parent || child->freed ||
+        child->done)
         return SL_EINVAL;
     for (sl_group_t *p = parent->parent; p != NULL; p = p->parent)
         if (p == child)
@@ -289,8 +289,7 @@ static void group_start_member(sl_group_t *g, size_t i)
         if (req->state == REQ_NEW && !req->start_pending) {
             rc = sl_req_start(req);
             if (rc < 0) {
-                snprintf(req->errmsg, sizeof(req->errmsg), "could not start: %s",
-                         sl_strerror(rc));
+                snprintf(req->errmsg, sizeof(req->errmsg), "could not start: %s", sl_strerror(rc));
                 req->result.error = rc;
                 req->result.errmsg = req->errmsg;
                 sl__group_req_ended(req, rc);

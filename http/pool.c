@@ -255,8 +255,7 @@ void sl__pool_release(struct conn *conn)
     sl_client_t *c = conn->client;
     unsigned cap = origin_cap(c, conn->origin);
 
-    if (c->closing || c->draining || !conn->reusable ||
-        (cap > 0 && conn->origin->nconns > cap)) {
+    if (c->closing || c->draining || !conn->reusable || (cap > 0 && conn->origin->nconns > cap)) {
         sl__conn_close(conn);
         return;
     }

@@ -364,10 +364,10 @@ int sl__req_upload_iov(sl_req_t *req, struct iovec *iov, int max, int *err)
         break;
     }
     if (n == 0 && req->head_off >= req->head_len) {
-        bool body_done = req->body_kind == BODY_NONE ||
-                         (req->body_kind == BODY_MEM && req->body_off >= req->body_len) ||
-                         (req->body_kind == BODY_STREAM && req->body_eof &&
-                          req->chunk_off >= req->chunk_len);
+        bool body_done =
+            req->body_kind == BODY_NONE ||
+            (req->body_kind == BODY_MEM && req->body_off >= req->body_len) ||
+            (req->body_kind == BODY_STREAM && req->body_eof && req->chunk_off >= req->chunk_len);
         if (body_done)
             req->upload_done = true;
     }

@@ -40,13 +40,13 @@ static int kqueue_backend_update(sl_loop_t *loop, int fd, unsigned events)
     unsigned old = fi->kernel;
 
     if ((old ^ events) & SL_EV_READ) {
-        EV_SET(&ch[n], (uintptr_t)fd, EVFILT_READ, (events & SL_EV_READ) ? EV_ADD : EV_DELETE,
-               0, 0, NULL);
+        EV_SET(&ch[n], (uintptr_t)fd, EVFILT_READ, (events & SL_EV_READ) ? EV_ADD : EV_DELETE, 0, 0,
+               NULL);
         n++;
     }
     if ((old ^ events) & SL_EV_WRITE) {
-        EV_SET(&ch[n], (uintptr_t)fd, EVFILT_WRITE,
-               (events & SL_EV_WRITE) ? EV_ADD : EV_DELETE, 0, 0, NULL);
+        EV_SET(&ch[n], (uintptr_t)fd, EVFILT_WRITE, (events & SL_EV_WRITE) ? EV_ADD : EV_DELETE, 0,
+               0, NULL);
         n++;
     }
     if (n > 0 && kevent(loop->backend_fd, ch, n, NULL, 0, NULL) < 0) {
