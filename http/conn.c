@@ -34,8 +34,8 @@
 
 #define HAPPY_EYEBALLS_DELAY_MS 250
 #define EXPECT_CONTINUE_WAIT_MS 1000
-#define RBUF_MIN (4 * 1024)     /* smallest own buffer for bytes a pause left */
-#define RSCRATCH (256 * 1024)   /* the client's shared read buffer */
+#define RBUF_MIN (4 * 1024)   /* smallest own buffer for bytes a pause left */
+#define RSCRATCH (256 * 1024) /* the client's shared read buffer */
 #define READS_PER_EVENT 16u
 
 static const char *const conn_state_names[] = {"RESOLVE", "CONNECT", "HANDSHAKE",
@@ -537,7 +537,7 @@ int sl__conn_start(struct conn *c)
             return rc;
     }
     rc = sl__dns_resolve(c->client->dns, &c->dns, c->origin->url.host, c->origin->url.port,
-                             conn_on_resolved);
+                         conn_on_resolved);
     if (rc < 0)
         return rc;
     c->dns_active = true;
@@ -632,8 +632,15 @@ static void conn_connected(struct conn *c, struct attempt *win)
 
 /* ---- idle ------------------------------------------------------------------------ */
 
+/* A pooled TLS connection keeps OpenSSL's record buffers this long, so that
+ * back-to-back keep-alive requests reuse them; then the idle timer's first
+ * stage releases them (sl__tls_idle) and its second stage is the expiry. */
+#define IDLE_TRIM_MS 100
+
 void sl__conn_idle(struct conn *c)
 {
+    uint64_t expiry = c->client->opts.idle_timeout_ms;
+
     conn_set_state(c, CONN_IDLE);
     c->req = NULL;
     c->idle_since_ms = sl_loop_now(c->client->loop);
@@ -646,16 +653,16 @@ void sl__conn_idle(struct conn *c)
     }
     if (c->rstart == c->rend)
         c->rstart = c->rend = 0;
-    if (c->tls != NULL)
-        sl__tls_idle(c->tls); /* and OpenSSL's record buffers */
+    /* No trim when the expiry comes first: closing frees everything. */
+    c->trim_pending = c->tls != NULL && (expiry == 0 || expiry > IDLE_TRIM_MS);
     sl__queue_insert_head(&c->origin->idle, &c->node);
     c->client->nidle++;
     /* Watch for the peer closing an idle connection. */
     c->interest = SL_EV_READ;
     sl_io_start(&c->io, SL_EV_READ);
     sl_io_unref(&c->io);
-    if (c->client->opts.idle_timeout_ms > 0) {
-        sl_timer_start(&c->idle_timer, c->client->opts.idle_timeout_ms, 0);
+    if (c->trim_pending || expiry > 0) {
+        sl_timer_start(&c->idle_timer, c->trim_pending ? IDLE_TRIM_MS : expiry, 0);
         sl_timer_unref(&c->idle_timer);
     }
 }
@@ -663,9 +670,20 @@ void sl__conn_idle(struct conn *c)
 static void idle_timer_cb(sl_timer_t *t)
 {
     struct conn *c = sl__container_of(t, struct conn, idle_timer);
+    uint64_t expiry = c->client->opts.idle_timeout_ms;
 
-    if (c->state != CONN_BUSY && c->req == NULL)
-        sl__conn_close(c); /* idle expiry, or an orphan that never connected */
+    if (c->state == CONN_BUSY || c->req != NULL)
+        return;
+    if (c->trim_pending) {
+        c->trim_pending = false;
+        sl__tls_idle(c->tls); /* OpenSSL's record buffers */
+        if (expiry > 0) {
+            sl_timer_start(&c->idle_timer, expiry - IDLE_TRIM_MS, 0);
+            sl_timer_unref(&c->idle_timer);
+        }
+        return;
+    }
+    sl__conn_close(c); /* idle expiry, or an orphan that never connected */
 }
 
 bool sl__conn_alive(struct conn *c)
@@ -716,6 +734,7 @@ void sl__conn_exchange(struct conn *c)
     sl_req_t *req = c->req;
 
     sl_timer_stop(&c->idle_timer);
+    c->trim_pending = false;
     if (sl__queue_linked(&c->node)) {
         sl__queue_remove(&c->node);
         c->client->nidle--;
@@ -890,8 +909,9 @@ static void conn_on_eof(struct conn *c)
     c->reusable = false;
     if (!started && !req->got_response_byte) {
         /* curl's "empty reply from server" (52): a close, not a reset. */
-        sl__req_conn_error(req, SL_EOF, "connection closed by the server before any "
-                                        "response byte (empty reply)");
+        sl__req_conn_error(req, SL_EOF,
+                           "connection closed by the server before any "
+                           "response byte (empty reply)");
         return;
     }
     if (c->unclean_eof && c->parser.head.close_delimited && !c->msg_complete) {
@@ -915,7 +935,8 @@ static void conn_on_eof(struct conn *c)
     if (c->msg_complete)
         conn_complete(c);
     else
-        sl__req_conn_error(req, SL_ETRUNCATED, "connection closed before the response was complete");
+        sl__req_conn_error(req, SL_ETRUNCATED,
+                           "connection closed before the response was complete");
 }
 
 /* Keep what the parser left unread (a pause, or bytes after the message)

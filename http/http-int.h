@@ -266,7 +266,8 @@ struct conn {
     size_t rcap, rstart, rend;   /* (reads go to the client's shared buffer) */
     unsigned requests;           /* requests served */
     bool reusable;
-    sl_timer_t idle_timer;       /* idle expiry; connect guard of an orphan */
+    sl_timer_t idle_timer;       /* idle: trim (TLS), then expiry; connect guard of an orphan */
+    bool trim_pending;           /* idle_timer fires first to release TLS buffers */
     sl_defer_t defer;            /* first write of an exchange, resume after pause */
     unsigned kick_events;        /* what the deferred handler should do */
     unsigned dispatching;        /* handlers on the stack */

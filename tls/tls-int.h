@@ -195,13 +195,14 @@ unsigned sl__tls_wants(const struct sl__tls *t);
  * waiting. */
 bool sl__tls_has_pending(const struct sl__tls *t);
 
-/* The owner parks the connection (a pooled keep-alive connection): the
- * record buffers are released now. OpenSSL frees them whenever they are
- * empty anyway (SSL_MODE_RELEASE_BUFFERS), except while a large body is
- * read, when that would cost an allocation per record: sl__tls_read()
- * then keeps them until this call. An idle TLS connection costs the SSL
- * object and its session only. Never fails; records already buffered keep
- * their buffer. */
+/* The owner parks the connection (a pooled keep-alive connection that has
+ * not been used for a while): the record buffers (about 2 x 17 KiB) are
+ * released now, and OpenSSL frees them again whenever they are empty
+ * (SSL_MODE_RELEASE_BUFFERS) until the next sl__tls_read() or
+ * sl__tls_writev() that moves application data; from then on they are
+ * kept, since allocating and freeing them per record is expensive. An idle
+ * TLS connection costs the SSL object and its session only. Never fails;
+ * records already buffered keep their buffer. */
 void sl__tls_idle(struct sl__tls *t);
 
 /* Send close_notify: non-blocking, never waits for the peer's. The first

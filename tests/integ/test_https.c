@@ -2019,6 +2019,19 @@ START_TEST(large_download_and_reuse)
     assert_pattern_body(x, MiB);
     ck_assert_str_eq(xfer_header(x, "Transfer-Encoding"), "chunked");
     ck_assert_msg(x->res.reused, "%s: not reused", url);
+
+    /* Idle past the trim delay (100 ms: the record buffers are released),
+     * well within the expiry: reused, with new buffers, for a body of many
+     * records and then a small one. */
+    for (int i = 0; i < 2; i++) {
+        loop_sleep(&t, 250);
+        snprintf(url, sizeof(url), "https://localhost:%d/%s", e.port[SRV_GOOD],
+                 i == 0 ? "chunked/f1m.bin" : "f1k.bin");
+        x = fetch(&t, c, url);
+        assert_ok(x, 200);
+        assert_pattern_body(x, i == 0 ? MiB : 1024);
+        ck_assert_msg(x->res.reused, "%s: not reused after 250 ms idle", url);
+    }
     ctx_finish(&t);
     env_finish(&e);
 }
