@@ -9,7 +9,10 @@
  *
  *   A. keep-alive GETs of a 1 KiB file, 50 connections, --duration seconds:
  *      requests/s and client CPU-seconds per 100k requests, sluice (the
- *      library, in this process) beside `wrk -t1 -c50`.
+ *      library, in this process) beside `wrk -t1 -c50` and beside a floor:
+ *      a bare epoll loop that sends a fixed request and counts the bytes
+ *      of the answer, so that one sees how much of a client's CPU is the
+ *      kernel's loopback TCP work and how much room the target leaves.
  *   B. 1000 URLs, 50 at a time: wall time and peak RSS of `sluice -Z
  *      --parallel-max 50` beside `curl --parallel --parallel-max 50` and
  *      aiohttp (limit 50).
@@ -23,7 +26,8 @@
  * Two modes exist for profiling one side at a time: `--serve` starts the
  * same nginx, prints its base URL and waits for a signal; `--url URL` runs
  * only the sluice client of A against URL (e.g. under `strace -c -f` or
- * callgrind), for --duration seconds or, with --requests N, N requests.
+ * callgrind), for --duration seconds or, with --requests N, N requests;
+ * `--floor-url URL` does the same for the floor client.
  */
 #include <sluice.h>
 
@@ -39,9 +43,14 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <stdint.h>
+#include <strings.h>
+#include <sys/epoll.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,6 +68,9 @@ static char sluice_path[512];
 static uint64_t max_requests;  /* 0: run for `duration` */
 static const char *only;       /* sections to run, e.g. "AC"; NULL: all */
 static const char *client_url; /* --url: only sluice's client of A */
+static const char *floor_url;  /* --floor-url: only the floor client of A */
+static char self_path[512];    /* this program, to run the floor as a child */
+static int exit_status;
 static bool serve;
 static volatile sig_atomic_t stop_serving;
 
@@ -224,16 +236,360 @@ static bool ka_wrk(const char *url, double *rps, double *cpu100k, double *req_to
     return *req_total > 0;
 }
 
+/* ---- A: the floor, a client that does nothing but move the bytes ------------------ */
+
+/*
+ * The least any client must do for a keep-alive GET over loopback: one
+ * send() of a fixed request, then recv()s until a response of the known
+ * length has arrived. No parsing, no allocation, no timers, so its CPU is
+ * almost all the kernel's loopback TCP work, which every client pays too.
+ * What sluice or wrk spend above it is what a client can still save.
+ *
+ * It counts bytes, so it relies on every response having the length of the
+ * warm-up response. With one request in flight per connection, a longer
+ * response shows as bytes past that length, and a shorter one as a
+ * connection that never completes; both end the run with an error.
+ */
+
+#define FLOOR_CONNS 50
+
+struct floor_conn {
+    int fd;
+    size_t got; /* bytes of the response in flight received so far */
+    bool busy;  /* a request is in flight */
+};
+
+static char floor_buf[64 * 1024];
+
+/* "http://HOST[:PORT][/PATH]": the address, the Host header value and the path. */
+static int floor_parse_url(const char *url, struct sockaddr_storage *sa, socklen_t *salen,
+                           char *authority, size_t alen, char *path, size_t plen)
+{
+    char host[256], serv[16] = "80";
+    const char *p, *end, *colon = NULL;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    size_t n;
+
+    if (strncmp(url, "http://", 7) != 0)
+        return -1;
+    p = url + 7;
+    end = p + strcspn(p, "/?#");
+    n = (size_t)(end - p);
+    if (n == 0 || n >= alen)
+        return -1;
+    snprintf(authority, alen, "%.*s", (int)n, p);
+    snprintf(path, plen, "%s", *end == '/' ? end : "/");
+    if (*p == '[') { /* [v6 literal] */
+        const char *rb = memchr(p, ']', n);
+        if (rb == NULL)
+            return -1;
+        snprintf(host, sizeof(host), "%.*s", (int)(rb - p - 1), p + 1);
+        if (rb + 1 < end && rb[1] == ':')
+            colon = rb + 1;
+    } else {
+        colon = memchr(p, ':', n);
+        snprintf(host, sizeof(host), "%.*s", (int)((colon != NULL ? colon : end) - p), p);
+    }
+    if (colon != NULL)
+        snprintf(serv, sizeof(serv), "%.*s", (int)(end - colon - 1), colon + 1);
+    if (getaddrinfo(host, serv, &hints, &ai) != 0)
+        return -1;
+    memcpy(sa, ai->ai_addr, ai->ai_addrlen);
+    *salen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+/* The length of the response whose head is h[0..len) (ending in CRLF CRLF):
+ * the head plus its Content-Length. It must be a 2xx that keeps the
+ * connection open and is framed by Content-Length alone. */
+static int floor_parse_head(const char *h, size_t len, size_t *total)
+{
+    const char *line = h, *end = h + len;
+    unsigned long long clen = 0;
+    bool have_clen = false;
+
+    if (len < 12 || memcmp(h, "HTTP/1.1 2", 10) != 0) {
+        fprintf(stderr, "bench-http: floor: the warm-up response is not HTTP/1.1 2xx: %.*s\n",
+                (int)strcspn(h, "\r\n"), h);
+        return -1;
+    }
+    line = (const char *)memchr(h, '\n', len) + 1; /* after the status line; h ends in CRLF */
+    while (line < end && *line != '\r') {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        const char *colon = memchr(line, ':', (size_t)(eol - line));
+        size_t nlen;
+        if (colon == NULL) {
+            fprintf(stderr, "bench-http: floor: header line without a colon: %.*s\n",
+                    (int)(eol - line), line);
+            return -1;
+        }
+        nlen = (size_t)(colon - line);
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (nlen == 14 && strncasecmp(line, "Content-Length", 14) == 0) {
+            char *stop;
+            unsigned long long x;
+            errno = 0;
+            x = strtoull(v, &stop, 10);
+            while (*stop == ' ' || *stop == '\t')
+                stop++;
+            if (errno != 0 || *v < '0' || *v > '9' || *stop != '\r' || (have_clen && x != clen)) {
+                fprintf(stderr, "bench-http: floor: bad Content-Length: %.*s\n",
+                        (int)(eol - line - 1), line);
+                return -1;
+            }
+            clen = x;
+            have_clen = true;
+        } else if ((nlen == 17 && strncasecmp(line, "Transfer-Encoding", 17) == 0) ||
+                   (nlen == 10 && strncasecmp(line, "Connection", 10) == 0 &&
+                    strncasecmp(v, "close", 5) == 0)) {
+            fprintf(stderr,
+                    "bench-http: floor: the response must be framed by Content-Length "
+                    "on a kept-alive connection, not: %.*s\n",
+                    (int)(eol - line - 1), line);
+            return -1;
+        }
+        line = eol + 1;
+    }
+    if (!have_clen || clen > SIZE_MAX - len) {
+        fprintf(stderr, "bench-http: floor: the warm-up response has no Content-Length\n");
+        return -1;
+    }
+    *total = len + (size_t)clen;
+    return 0;
+}
+
+/* One request and its whole response on `fd` (still blocking), learning
+ * the response's length from its head. */
+static int floor_warmup(int fd, const char *req, size_t reqlen, size_t *total)
+{
+    size_t have = 0, head = 0, got = 0;
+
+    if (send(fd, req, reqlen, MSG_NOSIGNAL) != (ssize_t)reqlen) {
+        fprintf(stderr, "bench-http: floor: warm-up: send: %s\n", strerror(errno));
+        return -1;
+    }
+    for (;;) {
+        ssize_t n = recv(fd, floor_buf + have, sizeof(floor_buf) - have, 0);
+        if (n <= 0) {
+            fprintf(stderr, "bench-http: floor: warm-up: %s\n",
+                    n == 0 ? "the server closed the connection" : strerror(errno));
+            return -1;
+        }
+        if (head == 0) {
+            have += (size_t)n;
+            const char *e = memmem(floor_buf, have, "\r\n\r\n", 4);
+            if (e == NULL) {
+                if (have == sizeof(floor_buf)) {
+                    fprintf(stderr, "bench-http: floor: warm-up: head over 64 KiB\n");
+                    return -1;
+                }
+                continue;
+            }
+            head = (size_t)(e - floor_buf) + 4;
+            if (floor_parse_head(floor_buf, head, total) < 0)
+                return -1;
+            got = have;
+            have = 0; /* the body is counted, not kept */
+        } else {
+            got += (size_t)n;
+        }
+        if (got >= *total)
+            break;
+    }
+    if (got > *total) {
+        fprintf(stderr, "bench-http: floor: warm-up: %zu bytes after the %zu-byte response\n",
+                got - *total, *total);
+        return -1;
+    }
+    return 0;
+}
+
+/* The request on `f`, whose socket buffer is empty (nothing is in flight on
+ * it), so that all of so small a request always fits. */
+static int floor_send(struct floor_conn *f, const char *req, size_t len)
+{
+    ssize_t n = send(f->fd, req, len, MSG_NOSIGNAL);
+    if (n != (ssize_t)len) {
+        fprintf(stderr, "bench-http: floor: send: %s\n",
+                n < 0 ? strerror(errno) : "only part of the request fitted");
+        return -1;
+    }
+    f->busy = true;
+    return 0;
+}
+
+/* Runs the floor client against `url` for `duration` seconds (or
+ * max_requests requests). Returns 0 with the requests completed, the
+ * length of each response and the wall time, or -1 after saying why on
+ * stderr. */
+static int floor_run(const char *url, uint64_t *requests, size_t *resp_len, double *wall)
+{
+    struct floor_conn c[FLOOR_CONNS];
+    struct epoll_event evs[FLOOR_CONNS];
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    char authority[256], path[1024], req[1400];
+    uint64_t started = 0, done = 0;
+    int inflight = 0, ep = -1, rc = -1, reqlen, one = 1;
+    size_t total = 0;
+    uint64_t next_check = 0;
+    double t0 = bench_now_s(), deadline = t0 + duration, quiet_since = 0;
+    bool stopping = false;
+
+    for (int i = 0; i < FLOOR_CONNS; i++)
+        c[i] = (struct floor_conn){.fd = -1};
+    if (floor_parse_url(url, &sa, &salen, authority, sizeof(authority), path, sizeof(path)) < 0) {
+        fprintf(stderr, "bench-http: floor: cannot use %s (http://HOST[:PORT]/PATH)\n", url);
+        return -1;
+    }
+    reqlen = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, authority);
+    if (reqlen >= (int)sizeof(req))
+        return -1;
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) {
+        fprintf(stderr, "bench-http: floor: epoll_create1: %s\n", strerror(errno));
+        goto fail;
+    }
+    /* Connecting blocking is simpler and costs the same; the sockets are
+     * made non-blocking once connected. */
+    for (int i = 0; i < FLOOR_CONNS; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        c[i].fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c[i].fd < 0 || setsockopt(c[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+            connect(c[i].fd, (struct sockaddr *)&sa, salen) < 0) {
+            fprintf(stderr, "bench-http: floor: connect to %s: %s\n", url, strerror(errno));
+            goto fail;
+        }
+        if (i == 0 && floor_warmup(c[0].fd, req, (size_t)reqlen, &total) < 0)
+            goto fail;
+        if (fcntl(c[i].fd, F_SETFL, fcntl(c[i].fd, F_GETFL) | O_NONBLOCK) < 0 ||
+            epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev) < 0) {
+            fprintf(stderr, "bench-http: floor: %s\n", strerror(errno));
+            goto fail;
+        }
+    }
+    done = started = 1; /* the warm-up */
+    for (int i = 0; i < FLOOR_CONNS && (max_requests == 0 || started < max_requests); i++) {
+        if (floor_send(&c[i], req, (size_t)reqlen) < 0)
+            goto fail;
+        inflight++;
+        started++;
+    }
+    while (inflight > 0) {
+        int n = epoll_wait(ep, evs, FLOOR_CONNS, stopping ? 100 : 1000);
+        if (n < 0 && errno != EINTR) {
+            fprintf(stderr, "bench-http: floor: epoll_wait: %s\n", strerror(errno));
+            goto fail;
+        }
+        if (n > 0)
+            quiet_since = 0;
+        /* Reading the clock every 64 responses (about a millisecond) is
+         * often enough and keeps it out of the cost of a request. */
+        if (n <= 0 || done >= next_check || stopping) {
+            double now = bench_now_s();
+            next_check = done + 64;
+            if (!stopping && now >= deadline)
+                stopping = true;
+            if (n == 0 && quiet_since == 0) {
+                quiet_since = now;
+            } else if (n == 0 && now - quiet_since > 2.0) {
+                fprintf(stderr,
+                        "bench-http: floor: %d connection(s) got no more bytes for 2 s: a "
+                        "response shorter than the warm-up's %zu bytes, or a stalled server\n",
+                        inflight, total);
+                goto fail;
+            }
+        }
+        for (int k = 0; k < n; k++) {
+            struct floor_conn *f = &c[evs[k].data.u32];
+            ssize_t r = recv(f->fd, floor_buf, sizeof(floor_buf), 0);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (r <= 0 || !f->busy) {
+                fprintf(stderr, "bench-http: floor: %s\n",
+                        r < 0    ? strerror(errno)
+                        : r == 0 ? "the server closed a connection"
+                                 : "bytes arrived with no request in flight");
+                goto fail;
+            }
+            f->got += (size_t)r;
+            if (f->got < total)
+                continue;
+            if (f->got > total) {
+                fprintf(stderr,
+                        "bench-http: floor: response %llu was longer than the warm-up's %zu "
+                        "bytes (%zu so far): the server's responses vary in length\n",
+                        (unsigned long long)done + 1, total, f->got);
+                goto fail;
+            }
+            f->got = 0;
+            f->busy = false;
+            inflight--;
+            done++;
+            if (!stopping && (max_requests == 0 || started < max_requests)) {
+                if (floor_send(f, req, (size_t)reqlen) < 0)
+                    goto fail;
+                inflight++;
+                started++;
+            }
+        }
+    }
+    *wall = bench_now_s() - t0;
+    *requests = done;
+    *resp_len = total;
+    rc = 0;
+fail:
+    for (int i = 0; i < FLOOR_CONNS; i++)
+        if (c[i].fd >= 0)
+            close(c[i].fd);
+    if (ep >= 0)
+        close(ep);
+    return rc;
+}
+
+/* The floor's side of A, one run. It runs as wrk does, a child process
+ * (this program again, with --floor-url) through bench_run_child(): pinned
+ * to CPU 1, its CPU time the whole process's from wait4(). wrk is the
+ * denominator of both ratios the summary prints, so the floor is measured
+ * exactly as wrk is: start-up, connects and teardown included, as wrk's are
+ * (about 3 ms for either, some 0.1% of a 3 s run), and nothing left in this
+ * process by sluice's runs can add to it. Returns false if it failed; its
+ * complaint is on stderr. */
+static bool ka_floor(const char *url, double *rps, double *cpu100k, double *req_total)
+{
+    char dur[32];
+    struct bench_child cr;
+    const char *p, *q;
+
+    snprintf(dur, sizeof(dur), "%.3f", duration);
+    char *argv[] = {self_path, "--floor-url", (char *)url, "--duration", dur, NULL};
+    int rc = bench_run_child(argv, NULL, true, &cr);
+    p = strstr(cr.out, " requests=");
+    q = strstr(cr.out, " wall_s=");
+    if (rc != 0 || p == NULL || q == NULL) {
+        fprintf(stderr, "bench-http: the floor client failed (exit %d):\n%s", rc, cr.out);
+        return false;
+    }
+    *req_total = strtod(p + 10, NULL);
+    *rps = *req_total / strtod(q + 8, NULL);
+    *cpu100k = cr.cpu / *req_total * 1e5;
+    return *req_total > 0;
+}
+
 static void bench_keepalive(void)
 {
+    /* Per turn; w_ok and f_ok say whether wrk and the floor ran in it. */
     double rps[MAX_RUNS], cpu100k[MAX_RUNS], wrps[MAX_RUNS], wcpu100k[MAX_RUNS];
-    double pair[MAX_RUNS];
-    int wrk_runs = 0;
-    bool with_wrk = bench_have("wrk");
+    double frps[MAX_RUNS], fcpu100k[MAX_RUNS];
+    bool w_ok[MAX_RUNS] = {false}, f_ok[MAX_RUNS] = {false};
+    bool with_wrk = bench_have("wrk"), floor_failed = false;
     char url[128];
 
-    /* sluice and wrk take turns, so that a change in the machine's load
-     * (it is shared) weighs on both sides alike. */
+    /* sluice, wrk and the floor take turns, so that a change in the
+     * machine's load (it is shared) weighs on all of them alike. */
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/1k.bin", port);
     for (int r = 0; r < runs; r++) {
         struct ka k;
@@ -246,30 +602,82 @@ static void bench_keepalive(void)
                r, (unsigned long long)k.done, (unsigned long long)k.failed, wall, cpu, rps[r],
                cpu100k[r]);
         fflush(stdout);
-        if (!with_wrk || !ka_wrk(url, &wrps[wrk_runs], &wcpu100k[wrk_runs], &req_total))
+        if (with_wrk && ka_wrk(url, &wrps[r], &wcpu100k[r], &req_total)) {
+            w_ok[r] = true;
+            printf("bench=http test=keepalive impl=wrk run=%d requests=%.0f cpu_s=%.3f rps=%.0f "
+                   "cpu_s_per_100k=%.3f\n",
+                   r, req_total, wcpu100k[r] * req_total / 1e5, wrps[r], wcpu100k[r]);
+            fflush(stdout);
+        }
+        if (floor_failed)
             continue;
-        printf("bench=http test=keepalive impl=wrk run=%d requests=%.0f cpu_s=%.3f rps=%.0f "
+        if (!ka_floor(url, &frps[r], &fcpu100k[r], &req_total)) {
+            /* Every later turn would fail the same way. */
+            floor_failed = true;
+            exit_status = 1;
+            printf("bench=http test=keepalive impl=floor run=%d (failed)\n", r);
+            continue;
+        }
+        f_ok[r] = true;
+        printf("bench=http test=keepalive impl=floor run=%d requests=%.0f cpu_s=%.3f rps=%.0f "
                "cpu_s_per_100k=%.3f\n",
-               r, req_total, wcpu100k[wrk_runs] * req_total / 1e5, wrps[wrk_runs],
-               wcpu100k[wrk_runs]);
+               r, req_total, fcpu100k[r] * req_total / 1e5, frps[r], fcpu100k[r]);
         fflush(stdout);
-        pair[wrk_runs] = cpu100k[r] / wcpu100k[wrk_runs];
-        wrk_runs++;
+    }
+
+    /* The figures of the turns each side ran, and the per-turn comparisons:
+     * ratios, and differences in microseconds per request (CPU-s per 100k
+     * times 10). */
+    double w_rps[MAX_RUNS], w_cpu[MAX_RUNS], f_rps[MAX_RUNS], f_cpu[MAX_RUNS];
+    double s_w[MAX_RUNS], f_w[MAX_RUNS], room[MAX_RUNS], s_f[MAX_RUNS];
+    int wn = 0, fn = 0, fwn = 0;
+    for (int r = 0; r < runs; r++) {
+        if (w_ok[r]) {
+            w_rps[wn] = wrps[r];
+            w_cpu[wn] = wcpu100k[r];
+            s_w[wn++] = cpu100k[r] / wcpu100k[r];
+        }
+        if (f_ok[r]) {
+            f_rps[fn] = frps[r];
+            f_cpu[fn] = fcpu100k[r];
+            s_f[fn++] = 10 * (cpu100k[r] - fcpu100k[r]);
+        }
+        if (w_ok[r] && f_ok[r]) {
+            f_w[fwn] = fcpu100k[r] / wcpu100k[r];
+            room[fwn++] = 10 * (0.8 * wcpu100k[r] - fcpu100k[r]);
+        }
     }
     double s_rps = bench_median(rps, runs), s_cpu = bench_median(cpu100k, runs);
     printf("\nA. keep-alive GET 1 KiB, 50 connections, %.0f s (median of %d)\n", duration, runs);
     printf("   %-8s %12s %22s\n", "client", "requests/s", "CPU-s per 100k req");
     printf("   %-8s %12.0f %22.3f\n", "sluice", s_rps, s_cpu);
-    if (wrk_runs > 0) {
-        double w_rps = bench_median(wrps, wrk_runs), w_cpu = bench_median(wcpu100k, wrk_runs);
-        printf("   %-8s %12.0f %22.3f\n", "wrk", w_rps, w_cpu);
-        printf("   sluice CPU per request = %.2fx wrk's (target <= 0.80): %s\n", s_cpu / w_cpu,
-               s_cpu / w_cpu <= 0.8 ? "MET" : "NOT MET");
+    if (wn > 0)
+        printf("   %-8s %12.0f %22.3f\n", "wrk", bench_median(w_rps, wn), bench_median(w_cpu, wn));
+    else
+        printf("   wrk: %s, skipped\n", with_wrk ? "failed" : "not installed");
+    if (fn > 0)
+        printf("   %-8s %12.0f %22.3f   (send, then count bytes: no parsing)\n", "floor",
+               bench_median(f_rps, fn), bench_median(f_cpu, fn));
+    if (floor_failed)
+        printf("   floor: FAILED in run %d (its reason is on stderr)\n", fn);
+    if (wn > 0) {
+        double w = bench_median(w_cpu, wn);
+        printf("   sluice CPU per request = %.2fx wrk's (target <= 0.80): %s\n", s_cpu / w,
+               s_cpu / w <= 0.8 ? "MET" : "NOT MET");
         printf("   (median of the per-turn ratios, each sluice run beside the wrk run after it: "
                "%.2fx)\n",
-               bench_median(pair, wrk_runs));
-    } else {
-        printf("   wrk: not installed, skipped\n");
+               bench_median(s_w, wn));
+    }
+    if (fwn > 0) {
+        double rm = bench_median(room, fwn);
+        printf("   floor CPU per request = %.2fx wrk's (median of the per-turn ratios)\n",
+               bench_median(f_w, fwn));
+        printf("   us per request above the floor (per-turn medians): 0.8 x wrk - floor = %.2f%s; "
+               "sluice - floor = %.2f\n",
+               rm, rm < 0 ? " (target below the floor)" : "", bench_median(s_f, fn));
+    } else if (fn > 0) {
+        printf("   sluice is %.2f us per request above the floor (median per turn)\n",
+               bench_median(s_f, fn));
     }
     printf("\n");
 }
@@ -618,6 +1026,8 @@ int main(int argc, char **argv)
             serve = true;
         } else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc) {
             client_url = argv[++i];
+        } else if (strcmp(argv[i], "--floor-url") == 0 && i + 1 < argc) {
+            floor_url = argv[++i];
         } else if (strcmp(argv[i], "--requests") == 0 && i + 1 < argc) {
             max_requests = strtoull(argv[++i], NULL, 10);
         } else {
@@ -626,7 +1036,9 @@ int main(int argc, char **argv)
                     "[--sluice PATH] [--only A|B|C]\n"
                     "       bench-http --serve [--no-1g]       (nginx only, until a signal)\n"
                     "       bench-http --url URL [--duration S | --requests N]\n"
-                    "                                          (sluice's client of A only)\n");
+                    "                                          (sluice's client of A only)\n"
+                    "       bench-http --floor-url URL [--duration S | --requests N]\n"
+                    "                                          (the floor client of A only)\n");
             return 2;
         }
     }
@@ -642,17 +1054,33 @@ int main(int argc, char **argv)
                (double)k.done / wall, k.done ? cpu / (double)k.done * 1e5 : 0.0);
         return k.failed == 0 ? 0 : 1;
     }
+    if (floor_url != NULL) {
+        /* Also how section A runs it, as a child: see ka_floor(). */
+        uint64_t n = 0;
+        size_t len = 0;
+        double wall = 0;
+        struct rusage ru;
+        bench_pin(1);
+        if (floor_run(floor_url, &n, &len, &wall) < 0)
+            return 1;
+        getrusage(RUSAGE_SELF, &ru);
+        double cpu = bench_tv_s(ru.ru_utime) + bench_tv_s(ru.ru_stime);
+        printf("bench=http test=keepalive impl=floor requests=%llu wall_s=%.3f cpu_s=%.3f "
+               "rps=%.0f cpu_s_per_100k=%.3f response_bytes=%zu\n",
+               (unsigned long long)n, wall, cpu, (double)n / wall, cpu / (double)n * 1e5, len);
+        return 0;
+    }
+    ssize_t self_len = readlink("/proc/self/exe", self_path, sizeof(self_path) - 1);
+    if (self_len <= 0) {
+        fprintf(stderr, "bench-http: cannot find this program: %s\n", strerror(errno));
+        return 1;
+    }
+    self_path[self_len] = '\0';
     if (sluice_path[0] == '\0') {
         /* The CLI next to this program in the build tree. */
-        char self[400];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n > 0) {
-            self[n] = '\0';
-            char *slash = strrchr(self, '/');
-            if (slash != NULL)
-                *slash = '\0';
-            snprintf(sluice_path, sizeof(sluice_path), "%s/sluice", self);
-        }
+        char *slash = strrchr(self_path, '/');
+        snprintf(sluice_path, sizeof(sluice_path), "%.*s/sluice",
+                 slash != NULL ? (int)(slash - self_path) : 1, slash != NULL ? self_path : ".");
     }
     signal(SIGPIPE, SIG_IGN);
     if (access("/usr/sbin/nginx", X_OK) != 0) {
@@ -684,5 +1112,5 @@ int main(int argc, char **argv)
     if (!skip_big && (only == NULL || strchr(only, 'C') != NULL))
         bench_big();
     nginx_stop();
-    return 0;
+    return exit_status;
 }
