@@ -189,7 +189,7 @@ void sl_client_free(sl_client_t *c)
     c->closing = true;
     while (!sl__queue_empty(&c->requests)) {
         sl_req_t *req = sl__queue_data(c->requests.next, sl_req_t, all_node);
-        snprintf(req->errmsg, sizeof(req->errmsg), "the client was closed");
+        sl__req_errmsg(req, "the client was closed");
         req_finish(req, SL_ECANCELED);
     }
     sl__pool_free(c);
@@ -520,7 +520,7 @@ static void req_reset_hop(sl_req_t *req)
     free(req->location);
     req->location = NULL;
     if (req->zs_active) {
-        inflateEnd(&req->zs);
+        inflateEnd(req->zs);
         req->zs_active = false;
     }
     req->result.bytes_wire = 0;
@@ -688,7 +688,9 @@ static void req_destroy(sl_req_t *req)
     free(req->resume_validator);
     free(req->resp); /* one block (copy_head) */
     if (req->zs_active)
-        inflateEnd(&req->zs);
+        inflateEnd(req->zs);
+    free(req->zs);
+    free(req->errmsg);
     free(req);
     if (--c->nreqs == 0 && c->closing)
         sl_defer_start(&c->reaper);
@@ -751,15 +753,15 @@ static void req_finish(sl_req_t *req, int err)
     req_release_attempt(req);
     sl__queue_remove(&req->all_node);
     if (req->zs_active) {
-        inflateEnd(&req->zs);
+        inflateEnd(req->zs);
         req->zs_active = false;
     }
     req_set_state(req, REQ_DONE);
     req->result.error = err;
     req->result.time_total_us = req_elapsed_us(req);
-    if (err != 0 && req->errmsg[0] == '\0')
-        snprintf(req->errmsg, sizeof(req->errmsg), "%s", sl_strerror(err));
-    req->result.errmsg = req->errmsg;
+    if (err != 0 && (req->errmsg == NULL || req->errmsg[0] == '\0'))
+        sl__req_errmsg(req, "%s", sl_strerror(err));
+    req->result.errmsg = sl__req_errmsg_text(req);
     if (!req->freed) {
         req->done_pending = true;
         sl_defer_start(&req->defer);
@@ -826,6 +828,39 @@ static void req_schedule_retry(sl_req_t *req, uint64_t wait_ms, const char *why)
     sl_timer_start(&req->retry_timer, wait_ms, 0);
 }
 
+_Static_assert(sizeof(struct sl_req_s) <= 1032,
+               "struct sl_req_s outgrew glibc's per-thread cache (see http-int.h)");
+
+/* The error text lives in its own block, made on the first failure: most
+ * requests never fail, and without it struct sl_req_s fits glibc's
+ * per-thread cache of small blocks (see http-int.h). */
+static void req_verrmsg(sl_req_t *req, const char *fmt, va_list ap)
+{
+    if (req->errmsg == NULL && (req->errmsg = malloc(SL__ERRMSG_MAX)) == NULL) {
+        req->errmsg_lost = true;
+        return;
+    }
+    vsnprintf(req->errmsg, SL__ERRMSG_MAX, fmt, ap);
+}
+
+void sl__req_errmsg(sl_req_t *req, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    req_verrmsg(req, fmt, ap);
+    va_end(ap);
+}
+
+/* What result.errmsg shows: the text, "" or, if there was no memory for
+ * the text, a static one. */
+const char *sl__req_errmsg_text(const sl_req_t *req)
+{
+    if (req->errmsg != NULL)
+        return req->errmsg;
+    return req->errmsg_lost ? "out of memory (the error's description was lost)" : "";
+}
+
 void sl__req_fail(sl_req_t *req, int err, const char *fmt, ...)
 {
     va_list ap;
@@ -834,11 +869,12 @@ void sl__req_fail(sl_req_t *req, int err, const char *fmt, ...)
     if (req_gone(req))
         return;
     va_start(ap, fmt);
-    vsnprintf(req->errmsg, sizeof(req->errmsg), fmt, ap);
+    req_verrmsg(req, fmt, ap);
     va_end(ap);
     if (sl__error_retryable(err) && retry_allowed(req, UINT64_MAX, &wait)) {
-        req_schedule_retry(req, wait, req->errmsg);
-        req->errmsg[0] = '\0';
+        req_schedule_retry(req, wait, sl__req_errmsg_text(req));
+        if (req->errmsg != NULL)
+            req->errmsg[0] = '\0';
         return;
     }
     req_finish(req, err);
@@ -851,7 +887,7 @@ void sl__req_abort(sl_req_t *req, int err, const char *fmt, ...)
     if (req_gone(req) || (req->state == REQ_NEW && !req->start_pending))
         return;
     va_start(ap, fmt);
-    vsnprintf(req->errmsg, sizeof(req->errmsg), fmt, ap);
+    req_verrmsg(req, fmt, ap);
     va_end(ap);
     req_finish(req, err);
 }
@@ -860,7 +896,7 @@ void sl_req_cancel(sl_req_t *req)
 {
     if (req_gone(req) || (req->state == REQ_NEW && !req->start_pending))
         return;
-    snprintf(req->errmsg, sizeof(req->errmsg), "the transfer was cancelled");
+    sl__req_errmsg(req, "the transfer was cancelled");
     req_finish(req, SL_ECANCELED);
 }
 
@@ -1084,8 +1120,10 @@ static int decode_start(sl_req_t *req, const struct sl__resp_head *h)
         return 0;
     else
         return 0; /* unknown coding: deliver as is, like curl */
-    memset(&req->zs, 0, sizeof(req->zs));
-    if (inflateInit2(&req->zs, bits) != Z_OK)
+    if (req->zs == NULL && (req->zs = malloc(sizeof(*req->zs))) == NULL)
+        return SL_ENOMEM;
+    memset(req->zs, 0, sizeof(*req->zs));
+    if (inflateInit2(req->zs, bits) != Z_OK)
         return SL_ENOMEM;
     req->zs_active = true;
     req->zs_raw_tried = bits != 15;
@@ -1148,36 +1186,36 @@ static int decode_feed(sl_req_t *req, const char *data, size_t len)
 {
     char out[DECODE_CHUNK];
 
-    req->zs.next_in = (Bytef *)(uintptr_t)data;
-    req->zs.avail_in = (uInt)len;
-    while (req->zs.avail_in > 0) {
+    req->zs->next_in = (Bytef *)(uintptr_t)data;
+    req->zs->avail_in = (uInt)len;
+    while (req->zs->avail_in > 0) {
         if (req->zs_ended) {
             /* Another gzip member follows (RFC 1952 allows several). */
-            if (inflateReset(&req->zs) != Z_OK)
+            if (inflateReset(req->zs) != Z_OK)
                 return SL_EDECODE;
             req->zs_ended = false;
         }
-        req->zs.next_out = (Bytef *)out;
-        req->zs.avail_out = sizeof(out);
-        int zr = inflate(&req->zs, Z_NO_FLUSH);
-        if (zr == Z_DATA_ERROR && !req->zs_raw_tried && req->zs.total_out == 0) {
+        req->zs->next_out = (Bytef *)out;
+        req->zs->avail_out = sizeof(out);
+        int zr = inflate(req->zs, Z_NO_FLUSH);
+        if (zr == Z_DATA_ERROR && !req->zs_raw_tried && req->zs->total_out == 0) {
             /* "deflate" sent as raw deflate (common): start over raw. */
             req->zs_raw_tried = true;
-            inflateEnd(&req->zs);
-            memset(&req->zs, 0, sizeof(req->zs));
-            if (inflateInit2(&req->zs, -15) != Z_OK)
+            inflateEnd(req->zs);
+            memset(req->zs, 0, sizeof(*req->zs));
+            if (inflateInit2(req->zs, -15) != Z_OK)
                 return SL_ENOMEM;
-            req->zs.next_in = (Bytef *)(uintptr_t)data;
-            req->zs.avail_in = (uInt)len;
+            req->zs->next_in = (Bytef *)(uintptr_t)data;
+            req->zs->avail_in = (uInt)len;
             continue;
         }
         if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) {
             sl__req_fail(req, SL_EDECODE, "decoding the %s body failed: %s",
                          sl_resp_header(req->resp, "Content-Encoding"),
-                         req->zs.msg ? req->zs.msg : "corrupt data");
+                         req->zs->msg ? req->zs->msg : "corrupt data");
             return SL_EDECODE;
         }
-        size_t produced = sizeof(out) - req->zs.avail_out;
+        size_t produced = sizeof(out) - req->zs->avail_out;
         if (produced > 0) {
             int rc = deliver(req, out, produced);
             if (rc < 0)

@@ -129,9 +129,9 @@ static void group_abort(sl_group_t *g, int err, const char *why)
         if (m->req != NULL && m->req->state == REQ_NEW && !m->req->start_pending) {
             /* Never started: it ends here, without running. */
             sl_req_t *req = m->req;
-            snprintf(req->errmsg, sizeof(req->errmsg), "%s", why);
+            sl__req_errmsg(req, "%s", why);
             req->result.error = err;
-            req->result.errmsg = req->errmsg;
+            req->result.errmsg = sl__req_errmsg_text(req);
             sl__group_req_ended(req, err);
         } else if (m->req != NULL) {
             sl__req_abort(m->req, err, "%s", why);
@@ -289,9 +289,9 @@ static void group_start_member(sl_group_t *g, size_t i)
         if (req->state == REQ_NEW && !req->start_pending) {
             rc = sl_req_start(req);
             if (rc < 0) {
-                snprintf(req->errmsg, sizeof(req->errmsg), "could not start: %s", sl_strerror(rc));
+                sl__req_errmsg(req, "could not start: %s", sl_strerror(rc));
                 req->result.error = rc;
-                req->result.errmsg = req->errmsg;
+                req->result.errmsg = sl__req_errmsg_text(req);
                 sl__group_req_ended(req, rc);
             }
         }

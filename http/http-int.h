@@ -19,6 +19,7 @@
 #include "tls-int.h"
 #include "url.h"
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <zlib.h>
@@ -109,10 +110,21 @@ struct req_header {
 
 enum body_kind { BODY_NONE, BODY_MEM, BODY_STREAM };
 
+/* Longest error text kept for a request (sl__req_errmsg). */
+#define SL__ERRMSG_MAX 256
+
+/*
+ * A request. Keep it at most 1032 bytes (a static assertion in client.c
+ * checks): glibc then serves it from its per-thread cache, where a larger
+ * block costs ~1000 more instructions per request to allocate, clear and
+ * free. Hence the bools packed together and the rarely used parts (the
+ * error text, the zlib stream) in blocks of their own.
+ */
 struct sl_req_s {
     sl_client_t *client;
     void *data;
     enum req_state state;
+    enum body_kind body_kind;
     char *method;
     struct sl__url url;
     char *url_string; /* effective URL as text */
@@ -120,7 +132,6 @@ struct sl_req_s {
     struct req_header *headers;
     size_t nheaders, cap_headers;
 
-    enum body_kind body_kind;
     const char *body;    /* BODY_MEM */
     char *body_owned;    /* copy made by sl_req_body() */
     size_t body_len;
@@ -136,8 +147,8 @@ struct sl_req_s {
     unsigned max_redirects;
     bool allow_downgrade;
     bool decode;
-    uint64_t max_decoded;
     bool buffer;
+    uint64_t max_decoded;
     size_t buffer_max;
     size_t expect_min;
 
@@ -150,6 +161,7 @@ struct sl_req_s {
     sl_timer_t total_timer;
     sl_timer_t phase_timer;      /* queue / connect / first byte / read idle */
     int phase_error;             /* the SL_ETIMEDOUT_* the phase timer reports */
+    unsigned in_callback;        /* depth of user callbacks on the stack */
     sl_defer_t defer;            /* deferred start and done */
     bool paused;
     bool head_delivered;         /* on_head ran for the final response */
@@ -162,22 +174,22 @@ struct sl_req_s {
     bool stale_retried;          /* the one stale-connection retry was used */
     bool queue_timed;            /* time_queue_us is set */
     bool rate_waiting;           /* wait_node is in client->rate_waiting */
+    bool resuming;               /* this attempt continues a delivered body (Range) */
+    bool resume_complete;        /* ...and the server said nothing was missing (416) */
+    bool group_ended;            /* the group counted its end */
+    bool retry_discard;          /* a retryable status: drop its body, retry at its end */
+    bool errmsg_lost;            /* no memory for the error text */
     char *resume_validator;      /* ETag or Last-Modified of the body being received */
     int64_t resume_total;        /* its full length, -1 if unknown */
     uint64_t resume_from;        /* where the body continues when `resuming` */
-    bool resuming;               /* this attempt continues a delivered body (Range) */
-    bool resume_complete;        /* ...and the server said nothing was missing (416) */
     sl_group_t *group;           /* the group it belongs to, or NULL */
     size_t group_index;          /* its slot there */
-    bool group_ended;            /* the group counted its end */
     sl_retry_t retry;
     sl_timer_t retry_timer;      /* the wait before the next attempt */
     unsigned attempts_retried;   /* retries made under sl_req_retry() */
-    bool retry_discard;          /* a retryable status: drop its body, retry at its end */
-    uint64_t retry_wait_ms;      /* the wait chosen for it */
-    unsigned in_callback;        /* depth of user callbacks on the stack */
-    char *location;              /* redirect target of the current hop */
     int redirect_status;
+    uint64_t retry_wait_ms;      /* the wait chosen for it */
+    char *location;              /* redirect target of the current hop */
 
     /* upload state */
     char *head_buf;              /* serialised request head of this hop */
@@ -191,19 +203,19 @@ struct sl_req_s {
     bool upload_paused;
 
     /* response */
-    struct sl_resp_s *resp;      /* copy of the final head */
-    z_stream zs;
     bool zs_active;
     bool zs_ended;               /* a gzip member ended */
     bool zs_raw_tried;           /* raw deflate already tried (or not applicable) */
+    z_stream *zs;                /* allocated by the first decode_start() */
+    struct sl_resp_s *resp;      /* copy of the final head */
     char *buf;                   /* sl_req_buffer() storage */
     size_t buf_len, buf_cap;
 
     /* result */
     sl_result_t result;
     uint64_t t0_ns;
-    char errmsg[256];
-    char remote_ip[64];
+    char *errmsg;                /* SL__ERRMSG_MAX bytes, made by the first failure; or NULL */
+    char remote_ip[INET6_ADDRSTRLEN];
 };
 
 /* A copy of a response head that outlives the parser. */
@@ -279,7 +291,7 @@ struct conn {
     uint64_t idle_since_ms;
     struct sl__queue node;       /* origin->idle while idle */
     struct sl__queue all_node;   /* client->conns */
-    char peer_ip[64];
+    char peer_ip[INET6_ADDRSTRLEN];
     uint16_t peer_port;
     uint64_t t_dns_ns, t_connect_ns;
 };
@@ -375,6 +387,10 @@ void sl__req_conn_ready(sl_req_t *req);
 void sl__req_conn_failed(sl_req_t *req, int err, const char *detail);
 void sl__req_fail(sl_req_t *req, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Set the request's error text (kept for result.errmsg). */
+void sl__req_errmsg(sl_req_t *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The text result.errmsg shows: the error text, "" or a note that it was lost. */
+const char *sl__req_errmsg_text(const sl_req_t *req);
 int sl__req_on_head(sl_req_t *req, const struct sl__resp_head *h);
 /* A 1xx interim response passed by (traced only). */
 void sl__req_on_interim(sl_req_t *req, const struct sl__resp_head *h);

@@ -95,6 +95,19 @@ static void sb_end(struct sbuf *b)
         b->p[b->len] = '\0';
 }
 
+/* Append `v` in decimal (snprintf costs ~700 instructions, this ~30). */
+static void sb_u64(struct sbuf *b, uint64_t v)
+{
+    char d[20];
+    size_t n = sizeof(d);
+
+    do {
+        d[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    sb_add(b, d + n, sizeof(d) - n);
+}
+
 static void sb_str(struct sbuf *b, const char *s)
 {
     sb_add(b, s, strlen(s));
@@ -168,7 +181,6 @@ int sl__req_write_head(sl_req_t *req)
     struct sbuf b = {0};
     const struct sl__url *u = &req->url;
     const struct req_header *h;
-    char num[32];
     bool default_port = (u->port == 80 && strcmp(u->scheme, "http") == 0) ||
                         (u->port == 443 && strcmp(u->scheme, "https") == 0);
 
@@ -189,8 +201,8 @@ int sl__req_write_head(sl_req_t *req)
         if (u->host_is_ipv6)
             sb_add(&b, "]", 1);
         if (!default_port) {
-            int n = snprintf(num, sizeof(num), ":%u", (unsigned)u->port);
-            sb_add(&b, num, (size_t)n);
+            sb_add(&b, ":", 1);
+            sb_u64(&b, u->port);
         }
         sb_add(&b, "\r\n", 2);
     }
@@ -220,10 +232,9 @@ int sl__req_write_head(sl_req_t *req)
     if (req->resuming) {
         /* Resuming a download that broke: the rest, only if it is still
          * the same representation (else the server sends all of it). */
-        int n = snprintf(num, sizeof(num), "bytes=%" PRIu64 "-", req->resume_from);
-        sb_add(&b, "Range: ", 7);
-        sb_add(&b, num, (size_t)n);
-        sb_add(&b, "\r\n", 2);
+        sb_add(&b, "Range: bytes=", 13);
+        sb_u64(&b, req->resume_from);
+        sb_add(&b, "-\r\n", 3);
         sb_header(&b, "If-Range", req->resume_validator);
     }
 
@@ -234,15 +245,17 @@ int sl__req_write_head(sl_req_t *req)
             sb_header(&b, "Content-Length", "0");
         break;
     case BODY_MEM:
-        snprintf(num, sizeof(num), "%zu", req->body_len);
-        sb_header(&b, "Content-Length", num);
+        sb_add(&b, "Content-Length: ", 16);
+        sb_u64(&b, req->body_len);
+        sb_add(&b, "\r\n", 2);
         if (req->expect_min > 0 && req->body_len >= req->expect_min)
             req->expect_wait = true;
         break;
     case BODY_STREAM:
         if (req->stream_len >= 0) {
-            snprintf(num, sizeof(num), "%" PRId64, req->stream_len);
-            sb_header(&b, "Content-Length", num);
+            sb_add(&b, "Content-Length: ", 16);
+            sb_u64(&b, (uint64_t)req->stream_len);
+            sb_add(&b, "\r\n", 2);
             if (req->expect_min > 0 && (uint64_t)req->stream_len >= req->expect_min)
                 req->expect_wait = true;
         } else {
