@@ -13,6 +13,7 @@ static void *test_malloc(size_t n);
 #undef malloc
 
 #include <check.h>
+#include <stdio.h>
 #include <string.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
