@@ -433,9 +433,12 @@ static void attempt_io_cb(sl_io_t *io, unsigned events)
     struct conn *c = a->conn;
     int err = 0;
     socklen_t len = sizeof(err);
-    (void)events;
 
-    if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    /* Writable without an error or hang-up: connected (a refused or
+     * unreachable connect comes with SL_EV_ERR or SL_EV_HUP on every
+     * backend), so the socket's error is only asked for then. */
+    if ((events & (SL_EV_ERR | SL_EV_HUP)) &&
+        getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err == 0) {
         conn_connected(c, a);
@@ -597,7 +600,10 @@ static void conn_connected(struct conn *c, struct attempt *win)
     sl_req_t *req = c->req;
 
     c->fd = win->fd;
-    sl_io_stop(&win->io);
+    /* The attempt's registration (write interest) becomes the connection's. */
+    sl_io_init(c->client->loop, &c->io, c->fd, conn_io_cb);
+    sl__io_move(&win->io, &c->io);
+    c->interest = SL_EV_WRITE;
     win->fd = -1;
     c->nattempts_live--;
     for (int i = 0; i < CONN_MAX_ATTEMPTS; i++)
@@ -607,8 +613,6 @@ static void conn_connected(struct conn *c, struct attempt *win)
     sl__addrlist_release(c->addrs);
     c->addrs = NULL;
     c->t_connect_ns = sl_loop_now_ns(c->client->loop);
-    sl_io_init(c->client->loop, &c->io, c->fd, conn_io_cb);
-    c->interest = 0;
     if (req != NULL) {
         req->result.time_connect_us = (c->t_connect_ns - req->t0_ns) / 1000;
         sl__req_tracef(req, "Connected to %s (%s) port %u", c->origin->url.host, c->peer_ip,

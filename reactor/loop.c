@@ -22,6 +22,8 @@
  */
 #include "reactor-int.h"
 
+#include <assert.h>
+
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,6 +327,26 @@ void sl_io_stop(sl_io_t *io)
             (void)loop->backend->update(loop, io->fd, 0);
         sl__loop_invalidate_fd(loop, io->fd);
     }
+}
+
+void sl__io_move(sl_io_t *from, sl_io_t *to)
+{
+    sl_loop_t *loop = from->loop;
+    struct sl__fdinfo *fi;
+
+    if (!(from->flags & SL__F_ACTIVE))
+        return;
+    assert(to->loop == loop && to->fd == from->fd && !(to->flags & SL__F_ACTIVE));
+    fi = &loop->fds[from->fd];
+    assert(fi->io == from);
+    fi->io = to;
+    to->events = from->events;
+    /* Counted in loop->active exactly as `from` was. */
+    to->flags = (to->flags & ~SL__F_UNREF) | SL__F_ACTIVE | (from->flags & SL__F_UNREF);
+    from->flags &= ~(SL__F_ACTIVE | SL__F_UNREF);
+    from->events = 0;
+    /* As after a stop: the rest of this batch was meant for `from`. */
+    sl__loop_invalidate_fd(loop, from->fd);
 }
 
 void sl_io_close(sl_io_t *io, sl_close_cb close_cb)

@@ -122,6 +122,14 @@ void sl__loop_active_dec(sl_loop_t *loop);
  * (never inside the caller). Counts as active until the callback ran. */
 void sl__loop_closing_add(sl_loop_t *loop, struct sl__closing *c, void *handle, sl_close_cb cb);
 
+/* Hand the registration of `from` (started) to `to`, a watcher initialised
+ * on the same fd and not started, without a system call: `to` is started
+ * with from's interest and reference, `from` is stopped. For an fd that
+ * changes owners (a connection attempt that became the connection), which
+ * would otherwise cost a deregistration and a registration. Nothing happens
+ * if `from` is not started. */
+void sl__io_move(sl_io_t *from, sl_io_t *to);
+
 /* Drop remaining events for `fd` in the batch being dispatched. */
 void sl__loop_invalidate_fd(sl_loop_t *loop, int fd);
 

@@ -420,6 +420,58 @@ START_TEST(io_reuse_same_interest_after_close)
 }
 END_TEST
 
+START_TEST(io_move_hands_over_registration)
+{
+    sl_loop_t loop;
+    struct counter a = {0}, b = {0}, c = {0};
+    int sv[2];
+
+    loop_setup(&loop);
+    make_pair(sv);
+    ck_assert_int_eq(sl_io_init(&loop, &a.io, sv[0], count_cb), 0);
+    ck_assert_int_eq(sl_io_start(&a.io, SL_EV_WRITE), 0);
+    sl_loop_run_once(&loop, 1000);
+    ck_assert_int_eq(a.calls, 1);
+    unsigned active = loop.active;
+
+    /* b takes over: same interest, same count of active handles. */
+    ck_assert_int_eq(sl_io_init(&loop, &b.io, sv[0], count_cb), 0);
+    sl__io_move(&a.io, &b.io);
+    ck_assert(!sl_io_active(&a.io));
+    ck_assert(sl_io_active(&b.io));
+    ck_assert_uint_eq(loop.active, active);
+    ck_assert_uint_eq(loop.fds[sv[0]].kernel, SL_EV_WRITE); /* no new registration */
+    sl_loop_run_once(&loop, 1000);
+    ck_assert_int_eq(a.calls, 1);
+    ck_assert_int_eq(b.calls, 1);
+    ck_assert_uint_eq(b.last & SL_EV_WRITE, SL_EV_WRITE);
+
+    /* b changes the interest like any watcher. */
+    ck_assert_int_eq(sl_io_start(&b.io, SL_EV_READ), 0);
+    ck_assert_int_eq(write(sv[1], "x", 1), 1);
+    sl_loop_run_once(&loop, 1000);
+    ck_assert_int_eq(b.calls, 2);
+    ck_assert_uint_eq(b.last & SL_EV_READ, SL_EV_READ);
+    ck_assert_int_eq(b.got, 1);
+
+    /* A stopped watcher hands over nothing; an unreferenced one hands over
+     * its unreferenced state (the loop does not wait for it). */
+    sl__io_move(&a.io, &c.io);
+    ck_assert(!sl_io_active(&c.io));
+    sl_io_unref(&b.io);
+    ck_assert_int_eq(sl_io_init(&loop, &c.io, sv[0], count_cb), 0);
+    sl__io_move(&b.io, &c.io);
+    ck_assert(sl_io_active(&c.io));
+    ck_assert_uint_eq(loop.active, active - 1);
+    ck_assert_int_eq(sl_loop_run(&loop), 0); /* returns: nothing referenced is active */
+    sl_io_stop(&c.io);
+    ck_assert_uint_eq(loop.active, active - 1);
+    ck_assert_int_eq(sl_loop_close(&loop), 0);
+    close(sv[0]);
+    close(sv[1]);
+}
+END_TEST
+
 START_TEST(io_start_errors)
 {
     sl_loop_t loop;
@@ -537,6 +589,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, io_close_self_inside_callback);
     tcase_add_test(tc, io_fd_reuse_within_batch);
     tcase_add_test(tc, io_reuse_same_interest_after_close);
+    tcase_add_test(tc, io_move_hands_over_registration);
     tcase_add_test(tc, io_start_errors);
     tcase_add_test(tc, io_close_busy_and_unref);
     tcase_add_test(tc, io_many_fds);
