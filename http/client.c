@@ -79,12 +79,20 @@ static void rate_timer_cb(sl_timer_t *t);
 
 int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **out)
 {
+    return sl_client_new_ex(loop, opts, out, NULL, 0);
+}
+
+int sl_client_new_ex(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **out, char *errbuf,
+                     size_t errlen)
+{
     sl_client_t *c = calloc(1, sizeof(*c));
     struct sl__dns_opts dopts;
     char ua[64];
     int rc = SL_ENOMEM;
 
     *out = NULL;
+    if (errlen > 0)
+        errbuf[0] = '\0';
     if (c == NULL)
         return SL_ENOMEM;
     c->loop = loop;
@@ -106,9 +114,10 @@ int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **o
         c->opts.dns_servers = c->dns_servers;
     }
     {
-        const char **src[4] = {&c->opts.tls_cafile, &c->opts.tls_capath, &c->opts.tls_cert,
-                               &c->opts.tls_key};
-        for (int i = 0; i < 4; i++) {
+        const char **src[SL__ARRAY_SIZE(c->tls_strings)] = {
+            &c->opts.tls_cafile, &c->opts.tls_capath,  &c->opts.tls_cert,
+            &c->opts.tls_key,    &c->opts.tls_ciphers, &c->opts.tls13_ciphers};
+        for (size_t i = 0; i < SL__ARRAY_SIZE(src); i++) {
             if (*src[i] == NULL)
                 continue;
             c->tls_strings[i] = strdup(*src[i]);
@@ -117,6 +126,13 @@ int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **o
             *src[i] = c->tls_strings[i];
         }
     }
+    /* The TLS context waits for the first https request (HTTP-only programs
+     * never load a trust store), but a cipher list OpenSSL cannot use is a
+     * mistake in the program or its command line: say so now. */
+    rc = sl__tls_ciphers_check(c->opts.tls_ciphers, c->opts.tls13_ciphers, errbuf, errlen);
+    if (rc < 0)
+        goto fail;
+    rc = SL_ENOMEM;
     c->limits.max_header_bytes = c->opts.max_header_bytes ? c->opts.max_header_bytes : 65536;
     c->limits.max_header_fields = c->opts.max_header_fields ? c->opts.max_header_fields : 100;
     sl__queue_init(&c->conns);
@@ -145,10 +161,20 @@ int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **o
 fail:
     free(c->user_agent);
     free(c->dns_servers);
-    for (int i = 0; i < 4; i++)
+    for (size_t i = 0; i < SL__ARRAY_SIZE(c->tls_strings); i++)
         free(c->tls_strings[i]);
     free(c);
     return rc;
+}
+
+int sl_tls_ciphers_check(const char *list, int version, char *errbuf, size_t errlen)
+{
+    if (errlen > 0)
+        errbuf[0] = '\0';
+    if (version != 12 && version != 13)
+        return SL_EINVAL;
+    return sl__tls_ciphers_check(version == 12 ? list : NULL, version == 13 ? list : NULL, errbuf,
+                                 errlen);
 }
 
 static void client_reap_cb(sl_defer_t *d)
@@ -165,7 +191,7 @@ static void client_reap_cb(sl_defer_t *d)
     sl__url_free(&c->url_cached);
     free(c->user_agent);
     free(c->dns_servers);
-    for (int i = 0; i < 4; i++)
+    for (size_t i = 0; i < SL__ARRAY_SIZE(c->tls_strings); i++)
         free(c->tls_strings[i]);
     free(c);
 }

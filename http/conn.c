@@ -522,6 +522,8 @@ static int client_tls_ctx(sl_client_t *cl)
     to.min_version = o->tls_min_version == 13 ? SL__TLS_VERSION_1_3 : SL__TLS_VERSION_1_2;
     to.cert = o->tls_cert;
     to.key = o->tls_key;
+    to.ciphers = o->tls_ciphers;
+    to.ciphersuites = o->tls13_ciphers;
     rc = sl__tls_ctx_new(&to, &cl->tls, err, sizeof(err));
     if (rc < 0) {
         snprintf(cl->tls_error, sizeof(cl->tls_error), "%s", err);

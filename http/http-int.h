@@ -330,7 +330,7 @@ struct sl_client_s {
     uint64_t rng;                /* backoff jitter */
     sl_defer_t reaper;           /* frees the client once closed and idle */
     struct sl__tls_ctx *tls;     /* created on the first https request */
-    char *tls_strings[4];        /* copies of the tls_* option strings */
+    char *tls_strings[6];        /* copies of the tls_* option strings */
     char tls_error[256];         /* why the TLS context could not be made */
     unsigned nreqs;              /* requests created and not yet freed */
     bool rate_dispatching;       /* rate_dispatch() is on the stack */

@@ -677,6 +677,21 @@ typedef struct sl_client_opts_s {
     int tls_min_version;          /* 12 (TLS 1.2, default) or 13 */
     const char *tls_cert;         /* client certificate, PEM (--cert) */
     const char *tls_key;          /* its private key, PEM (--key); NULL: in tls_cert */
+    /* What the client offers, in order of preference (servers that honour
+     * the client's order, nginx's default, take the first they support).
+     * NULL: sluice's order, AEAD suites with forward secrecy only and
+     * AES-128-GCM first, as browsers, Go and BoringSSL offer them (TLS 1.3:
+     * TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
+     * TLS 1.2: ECDHE-ECDSA/RSA with AES128-GCM, then AES256-GCM, then
+     * CHACHA20-POLY1305; no CBC, no RSA key exchange), with ChaCha20-Poly1305
+     * first instead on CPUs without AES instructions. Like the other strings,
+     * copied by sl_client_new(), which checks them: a list OpenSSL can use
+     * nothing of (or an empty one) fails it with SL_ETLS. Names OpenSSL does
+     * not know are skipped, as in curl. */
+    const char *tls_ciphers;   /* TLS 1.2, OpenSSL's cipher-list syntax (curl --ciphers):
+                                  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256" */
+    const char *tls13_ciphers; /* TLS 1.3 suite names joined by ':' (curl --tls13-ciphers):
+                                  "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256" */
 } sl_client_opts_t;
 
 /* Fill `o` with the defaults above. */
@@ -689,10 +704,28 @@ void sl_client_opts_init(sl_client_opts_t *o);
  * of following them. */
 void sl_client_drain(sl_client_t *c);
 
-/* Create a client on `loop` (NULL opts: defaults). Returns 0, SL_ENOMEM, or
- * an error from the DNS library (SL_EDNS_SERVER, only with dns_servers: the
- * system's configuration is read at the first lookup). Loop thread only. */
+/* Create a client on `loop` (NULL opts: defaults). The strings of `opts`
+ * are copied; the caller keeps its own. Returns 0, SL_ENOMEM, SL_ETLS
+ * (tls_ciphers or tls13_ciphers holds nothing OpenSSL can use), or an error
+ * from the DNS library (SL_EDNS_SERVER, only with dns_servers: the system's
+ * configuration is read at the first lookup). Other TLS options are only
+ * read at the first https request, whose failure reports them. Loop
+ * thread only. */
 int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **out);
+
+/* sl_client_new(), and when it fails, a NUL-terminated detail in `errbuf`
+ * (if errlen > 0; "" when there is nothing to add to the code), e.g. which
+ * cipher list OpenSSL refused, quoted, with OpenSSL's reason. */
+int sl_client_new_ex(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **out, char *errbuf,
+                     size_t errlen);
+
+/* Whether OpenSSL can use the cipher list `list` as sl_client_new() would:
+ * `version` 12 for tls_ciphers (TLS 1.2), 13 for tls13_ciphers. Returns 0
+ * (NULL, the default, is fine), SL_ETLS (nothing usable; a detail as above
+ * goes to `errbuf` if errlen > 0), SL_EINVAL (another version) or SL_ENOMEM.
+ * For a caller that must say which of its own settings is wrong (the CLI
+ * names the flag). Any thread. */
+int sl_tls_ciphers_check(const char *list, int version, char *errbuf, size_t errlen);
 
 /* Stop the client: every transfer still running is cancelled (its done
  * callback runs later, with SL_ECANCELED), connections are closed, and the

@@ -51,17 +51,42 @@ struct sl__tls_ctx_opts {
      * same). Only read during sl__tls_ctx_new(). */
     const char *cert, *key;
     bool session_cache; /* default true */
+    /* What the ClientHello offers, in order of preference: `ciphers` for
+     * TLS 1.2 (OpenSSL's cipher-list syntax, SSL_CTX_set_cipher_list) and
+     * `ciphersuites` for TLS 1.3 (suite names joined by ':',
+     * SSL_CTX_set_ciphersuites). NULL: sluice's defaults, which are
+     * sl__tls_default_ciphers(). Only read during sl__tls_ctx_new(). */
+    const char *ciphers, *ciphersuites;
 };
 
 /* Fill `o` with the defaults: system trust store, verification on, TLS 1.2
- * minimum, no client certificate, session cache on. */
+ * minimum, no client certificate, session cache on, sluice's cipher order. */
 void sl__tls_ctx_opts_init(struct sl__tls_ctx_opts *o);
+
+/* sluice's default cipher order (static strings), the order browsers, Go
+ * and BoringSSL use: AEAD suites only, with forward secrecy (ECDHE in TLS
+ * 1.2), AES-128-GCM before AES-256-GCM (as safe, cheaper), and
+ * ChaCha20-Poly1305 first instead when the CPU has no AES instructions
+ * (AES-NI and PCLMULQDQ on x86, the AES and PMULL extensions on arm64;
+ * anything else counts as none). Checked once per process. Any thread. */
+void sl__tls_default_ciphers(const char **ciphers, const char **ciphersuites);
+
+/* Whether OpenSSL can use the cipher list `ciphers` (TLS 1.2) and the
+ * suite list `ciphersuites` (TLS 1.3); either may be NULL (the default,
+ * not checked). Returns 0, SL_ETLS (a list is empty or names nothing
+ * OpenSSL can offer; the detail names the list and quotes it) or
+ * SL_ENOMEM. sl__tls_ctx_new() fails the same way; this is for callers
+ * that want the answer before they need a context (sl_client_new). The
+ * detail goes to `errbuf` (if errlen > 0). Any thread. */
+int sl__tls_ciphers_check(const char *ciphers, const char *ciphersuites, char *errbuf,
+                          size_t errlen);
 
 struct sl__tls_ctx;
 
 /* Create a context from `o` (not kept: every string is read during the
  * call). Returns 0, SL_ETLS_CLIENT_CERT (cert/key missing, unreadable or
- * not matching each other), SL_ETLS (CA file or directory unusable), SL_EINVAL
+ * not matching each other), SL_ETLS (CA file or directory unusable, a cipher
+ * list OpenSSL can use nothing of), SL_EINVAL
  * (min_version neither 1.2 nor 1.3) or SL_ENOMEM. On failure a
  * NUL-terminated detail is written to `errbuf` (if errlen > 0). */
 int sl__tls_ctx_new(const struct sl__tls_ctx_opts *o, struct sl__tls_ctx **out, char *errbuf,

@@ -20,6 +20,12 @@
  * plus such messages, and is freed as soon as it drains. Plaintext is fed
  * one record at a time, gathered from the iovec when its pieces are small.
  *
+ * Cipher order: AEAD suites with forward secrecy only, AES-128-GCM first,
+ * as browsers, Go and BoringSSL offer them (a server that honours the
+ * client's order, nginx's default, then picks it rather than AES-256-GCM);
+ * ChaCha20-Poly1305 first on CPUs without AES instructions, asked once per
+ * process (cpu_has_aes_gcm).
+ *
  * Contexts: an OpenSSL SSL_CTX (trust store loaded, client certificate
  * read) costs far more CPU than a handshake, so it is shared. A process-wide
  * cache maps the options, plus the identity (device, inode, size, mtime) of
@@ -48,6 +54,7 @@
 #include "tls-int.h"
 
 #include "reactor-int.h"
+#include "tls-config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,6 +66,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#if SL_HAVE_X86_CPUID
+#include <cpuid.h>
+#elif SL_HAVE_ARM64_HWCAP
+#include <sys/auxv.h>
+#endif
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -461,6 +473,115 @@ void sl__tls_ctx_opts_init(struct sl__tls_ctx_opts *o)
     o->session_cache = true;
 }
 
+/* ---- cipher order --------------------------------------------------------------- */
+
+/*
+ * TLS 1.2: ECDHE only (forward secrecy; no RSA key exchange, no DHE, which
+ * browsers dropped), AEAD only (no CBC), ECDSA before RSA within each AEAD
+ * (the server has one kind of key, so that order decides nothing). TLS 1.3
+ * suites are all AEAD with (EC)DHE already; only their order is ours.
+ */
+#define TLS12_AES_GCM                                                                              \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+#define TLS12_CHACHA "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS13_AES_GCM "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"
+#define TLS13_CHACHA "TLS_CHACHA20_POLY1305_SHA256"
+
+/* The default lists for a CPU with (`aes_hw`) or without AES instructions. */
+static void default_ciphers_for(bool aes_hw, const char **ciphers, const char **ciphersuites)
+{
+    *ciphers = aes_hw ? TLS12_AES_GCM ":" TLS12_CHACHA : TLS12_CHACHA ":" TLS12_AES_GCM;
+    *ciphersuites = aes_hw ? TLS13_AES_GCM ":" TLS13_CHACHA : TLS13_CHACHA ":" TLS13_AES_GCM;
+}
+
+/* AES-GCM is fast only with AES instructions and a carry-less multiply for
+ * GHASH; without them OpenSSL's constant-time software AES is several times
+ * slower than ChaCha20-Poly1305 (hence Go's and BoringSSL's rule). OpenSSL
+ * knows (OPENSSL_ia32cap_P) but keeps it out of its API, so ask the CPU. */
+static bool cpu_detect_aes_gcm(void)
+{
+#if SL_HAVE_X86_CPUID
+    unsigned a, b, c, d;
+
+    return __get_cpuid(1, &a, &b, &c, &d) == 1 && (c & bit_AES) != 0 && (c & bit_PCLMUL) != 0;
+#elif SL_HAVE_ARM64_HWCAP
+    unsigned long hw = getauxval(AT_HWCAP);
+
+    return (hw & HWCAP_AES) != 0 && (hw & HWCAP_PMULL) != 0;
+#else
+    return false;
+#endif
+}
+
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static bool cpu_aes_gcm;
+
+static void cpu_init(void)
+{
+    cpu_aes_gcm = cpu_detect_aes_gcm();
+}
+
+static bool cpu_has_aes_gcm(void)
+{
+    (void)pthread_once(&cpu_once, cpu_init);
+    return cpu_aes_gcm;
+}
+
+void sl__tls_default_ciphers(const char **ciphers, const char **ciphersuites)
+{
+    default_ciphers_for(cpu_has_aes_gcm(), ciphers, ciphersuites);
+}
+
+/* A list in a detail: whole, or its start and "...". */
+#define LIST_SHOWN 96
+
+/* Set the lists that are not NULL on `ctx`. Returns 0 or SL_ETLS (detail in
+ * `errbuf`). OpenSSL skips the names it does not know and fails only when
+ * nothing is left, as curl relies on; an empty list is refused here, since
+ * it can only be a mistake (OpenSSL would take "" for TLS 1.3 and offer no
+ * TLS 1.3 at all). */
+static int set_ciphers(SSL_CTX *ctx, const char *ciphers, const char *ciphersuites, char *errbuf,
+                       size_t errlen)
+{
+    if (ciphers != NULL && (ciphers[0] == '\0' || SSL_CTX_set_cipher_list(ctx, ciphers) != 1)) {
+        openssl_detail(errbuf, errlen, "TLS 1.2 cipher list \"%.*s%s\": no cipher OpenSSL can use",
+                       LIST_SHOWN, ciphers, strlen(ciphers) > LIST_SHOWN ? "..." : "");
+        return SL_ETLS;
+    }
+    if (ciphersuites != NULL &&
+        (ciphersuites[0] == '\0' || SSL_CTX_set_ciphersuites(ctx, ciphersuites) != 1)) {
+        openssl_detail(errbuf, errlen, "TLS 1.3 cipher suites \"%.*s%s\": no suite OpenSSL can use",
+                       LIST_SHOWN, ciphersuites, strlen(ciphersuites) > LIST_SHOWN ? "..." : "");
+        return SL_ETLS;
+    }
+    return 0;
+}
+
+int sl__tls_ciphers_check(const char *ciphers, const char *ciphersuites, char *errbuf,
+                          size_t errlen)
+{
+    SSL_CTX *ctx;
+    int rc;
+
+    if (errlen > 0)
+        errbuf[0] = '\0';
+    if (ciphers == NULL && ciphersuites == NULL)
+        return 0;
+    /* Only a context parses cipher strings; this one lives for the check
+     * (no trust store, no certificate: the cheap part of a real one). */
+    ERR_clear_error();
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        openssl_detail(errbuf, errlen, "creating a TLS context to check the cipher lists");
+        return SL_ENOMEM;
+    }
+    rc = set_ciphers(ctx, ciphers, ciphersuites, errbuf, errlen);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return rc;
+}
+
 /*
  * The system trust store, decoded on demand.
  *
@@ -845,13 +966,17 @@ static void key_file(struct keybuf *k, const char *tag, const char *path, bool r
                (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 }
 
-/* The cache key of `o`, or NULL if it must not be cached. Paths carry their
+/* The cache key of `o` (with `ciphers` and `ciphersuites`, the lists in
+ * effect), or NULL if it must not be cached. Paths and lists carry their
  * length, so no choice of names can make two option sets look alike. */
-static char *shared_key(const struct sl__tls_ctx_opts *o, int minv)
+static char *shared_key(const struct sl__tls_ctx_opts *o, int minv, const char *ciphers,
+                        const char *ciphersuites)
 {
     struct keybuf k = {0};
 
     key_printf(&k, "v=%d;insecure=%d;sessions=%d;", minv, (int)o->insecure, (int)o->session_cache);
+    key_printf(&k, "ciphers=%zu:%s;suites=%zu:%s;", strlen(ciphers), ciphers, strlen(ciphersuites),
+               ciphersuites);
     if (!o->insecure && o->cafile == NULL && o->capath == NULL) {
         /* The system store: where SSL_CTX_set_default_verify_paths() looks,
          * the environment included. */
@@ -882,9 +1007,10 @@ static void shared_free(struct shared_ctx *sh)
     free(sh);
 }
 
-/* A new SSL_CTX for `o` (refs 1, not in the cache). */
-static int shared_build(const struct sl__tls_ctx_opts *o, int minv, struct shared_ctx **out,
-                        char *errbuf, size_t errlen)
+/* A new SSL_CTX for `o` with the lists in effect (refs 1, not in the cache). */
+static int shared_build(const struct sl__tls_ctx_opts *o, int minv, const char *ciphers,
+                        const char *ciphersuites, struct shared_ctx **out, char *errbuf,
+                        size_t errlen)
 {
     struct shared_ctx *sh;
     int rc = SL_ENOMEM;
@@ -906,6 +1032,10 @@ static int shared_build(const struct sl__tls_ctx_opts *o, int minv, struct share
         rc = SL_ETLS;
         goto fail;
     }
+    rc = set_ciphers(sh->ssl_ctx, ciphers, ciphersuites, errbuf, errlen);
+    if (rc < 0)
+        goto fail;
+    rc = SL_ENOMEM;
     SSL_CTX_set_options(sh->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     /* RELEASE_BUFFERS frees the record buffers whenever they are empty:
      * right for handshakes, small exchanges and idle connections, wrong for
@@ -990,8 +1120,16 @@ static int shared_get(const struct sl__tls_ctx_opts *o, int minv, struct shared_
                       char *errbuf, size_t errlen)
 {
     struct shared_ctx *sh, *other;
-    char *key = shared_key(o, minv);
+    const char *ciphers, *ciphersuites;
+    char *key;
     int rc;
+
+    sl__tls_default_ciphers(&ciphers, &ciphersuites);
+    if (o->ciphers != NULL)
+        ciphers = o->ciphers;
+    if (o->ciphersuites != NULL)
+        ciphersuites = o->ciphersuites;
+    key = shared_key(o, minv, ciphers, ciphersuites);
 
     *out = NULL;
     if (key != NULL) {
@@ -1006,7 +1144,7 @@ static int shared_get(const struct sl__tls_ctx_opts *o, int minv, struct shared_
             return 0;
         }
     }
-    rc = shared_build(o, minv, &sh, errbuf, errlen);
+    rc = shared_build(o, minv, ciphers, ciphersuites, &sh, errbuf, errlen);
     if (rc < 0) {
         free(key);
         return rc;

@@ -80,6 +80,8 @@
  *   55  SL_EPIPE: failure sending
  *   56  SL_ECONNRESET, SL_ECONNABORTED and any other OS error: failure receiving
  *   58  SL_ETLS_CLIENT_CERT: the client certificate or key is unusable
+ *   59  --ciphers or --tls13-ciphers holds no cipher OpenSSL can use (curl's
+ *       "couldn't use specified cipher"; SL_ETLS from client creation)
  *   60  SL_ETLS_UNKNOWN_CA, SL_ETLS_HOSTNAME, SL_ETLS_EXPIRED,
  *       SL_ETLS_NOT_YET_VALID, SL_ETLS_SELF_SIGNED: the server's certificate
  *       failed verification
@@ -103,6 +105,7 @@ enum {
     X_RANGE = 33,
     X_TLS = 35,
     X_TLS_CERT = 58,
+    X_TLS_CIPHER = 59,
     X_TLS_VERIFY = 60,
     X_ABORTED = 42,
     X_BADARG = 43,
@@ -335,6 +338,7 @@ struct options {
     unsigned parallel_host;
     bool tls_insecure;
     const char *tls_cafile, *tls_capath, *tls_cert, *tls_key;
+    const char *tls_ciphers, *tls13_ciphers; /* --ciphers, --tls13-ciphers */
     int tls_min;
     const char *method; /* -X */
     struct header *headers;
@@ -1786,6 +1790,8 @@ enum opt_id {
     OPT_KEY,
     OPT_TLSV12,
     OPT_TLSV13,
+    OPT_CIPHERS,
+    OPT_TLS13_CIPHERS,
 };
 
 struct optdef {
@@ -1854,6 +1860,8 @@ static const struct optdef optdefs[] = {
     {"key", 0, true, OPT_KEY},
     {"tlsv1.2", 0, false, OPT_TLSV12},
     {"tlsv1.3", 0, false, OPT_TLSV13},
+    {"ciphers", 0, true, OPT_CIPHERS},
+    {"tls13-ciphers", 0, true, OPT_TLS13_CIPHERS},
 };
 
 #define NOPTS (sizeof(optdefs) / sizeof(optdefs[0]))
@@ -1942,6 +1950,8 @@ static void usage(FILE *out)
           "      --capath DIR         trust the CAs in hashed directory DIR\n"
           "  -E, --cert FILE          client certificate (PEM); --key FILE its key\n"
           "      --tlsv1.2, --tlsv1.3 minimum TLS version (1.2 by default)\n"
+          "      --ciphers LIST       TLS 1.2 ciphers to offer, in order (OpenSSL's syntax)\n"
+          "      --tls13-ciphers LIST TLS 1.3 cipher suites to offer, in order\n"
           "  -h, --help               this help\n"
           "  -V, --version            version and features\n"
           "\n"
@@ -2432,6 +2442,12 @@ static int opt_apply(const struct optdef *d, const char *opt, const char *val, c
     case OPT_TLSV13:
         o->tls_min = 13;
         return 0;
+    case OPT_CIPHERS:
+        o->tls_ciphers = val;
+        return 0;
+    case OPT_TLS13_CIPHERS:
+        o->tls13_ciphers = val;
+        return 0;
     }
     return 0;
 }
@@ -2572,10 +2588,29 @@ static size_t wait_limit(void)
     return nofile - reserve > 4096 ? 4096 : nofile - reserve;
 }
 
+/* The client refused a cipher list (`detail` says which and why): curl's
+ * exit 59, and a message naming the flag, found by asking about each list
+ * alone. */
+static int cipher_error(const struct options *o, const char *detail)
+{
+    char why[512];
+    const char *flag = "--tls13-ciphers";
+
+    if (o->tls_ciphers != NULL && sl_tls_ciphers_check(o->tls_ciphers, 12, why, sizeof(why)) < 0)
+        flag = "--ciphers";
+    else if (o->tls13_ciphers == NULL ||
+             sl_tls_ciphers_check(o->tls13_ciphers, 13, why, sizeof(why)) == 0)
+        snprintf(why, sizeof(why), "%s", detail); /* cannot happen: say what the client said */
+    if (app.show_errors)
+        fprintf(stderr, "sluice: (%d) option %s: %s\n", X_TLS_CIPHER, flag, why);
+    return X_TLS_CIPHER;
+}
+
 static int run(void)
 {
     struct options *o = &app.o;
     sl_client_opts_t copts;
+    char detail[512];
     int rc;
 
     app.method = o->method != NULL ? o->method
@@ -2614,6 +2649,8 @@ static int run(void)
     copts.tls_cert = o->tls_cert;
     copts.tls_key = o->tls_key;
     copts.tls_min_version = o->tls_min;
+    copts.tls_ciphers = o->tls_ciphers;
+    copts.tls13_ciphers = o->tls13_ciphers;
     copts.rate_per_s = o->rate;
     copts.rate_burst = o->burst;
     copts.host_rate_per_s = o->host_rate;
@@ -2623,7 +2660,11 @@ static int run(void)
      * option (the library's read_ms alone would cover it too). */
     if (o->timeouts.read_ms > 0 && o->timeouts.first_byte_ms == 0)
         o->timeouts.first_byte_ms = SL_TIMEOUT_NEVER;
-    rc = sl_client_new(&app.loop, &copts, &app.client);
+    rc = sl_client_new_ex(&app.loop, &copts, &app.client, detail, sizeof(detail));
+    if (rc == SL_ETLS) {
+        sl_loop_close(&app.loop);
+        return cipher_error(o, detail);
+    }
     if (rc == 0)
         rc = sl_group_new(&app.loop, o->fail_early ? SL_GROUP_FAIL_FAST : SL_GROUP_COLLECT,
                           &app.group);

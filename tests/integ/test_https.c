@@ -20,6 +20,8 @@
  *    carried close_notify);
  *  - struct drip: a proxy in front of nginx that forwards one byte at a time with 1 ms pauses;
  *  - probe_version(): a blocking client that says which versions a server really speaks.
+ * The cipher tests also run the sluice CLI (SLUICE_CLI_PATH) against nginx, since only this
+ * suite has TLS servers: its exit status, stdout and stderr are checked as test_cli.c does.
  * The faultserver's --silent mode (accept, then never speak) gives a handshake that hangs.
  *
  * Every test builds a loop and clients (struct ctx), runs transfers (struct xfer) whose
@@ -77,6 +79,11 @@
 #define NGINX_START_MS 10000
 #define STOP_TIMEOUT_MS 5000
 #define SOCK_TIMEOUT_S 5 /* bound on every blocking call of the test's own servers */
+#define CLI_BOUND_MS 10000
+
+#ifndef SLUICE_CLI_PATH
+#error "SLUICE_CLI_PATH must name the sluice binary (set by tests/integ/meson.build)"
+#endif
 
 /* > 0 while the test is inside a sluice call that must not run user callbacks. */
 static unsigned g_in_api;
@@ -523,6 +530,7 @@ static void conf_tls_server(FILE *f, const struct env *e, int port, enum cred_id
             "        ssl_certificate_key %s;\n"
             "        root %s;\n"
             "        add_header X-TLS-Protocol $ssl_protocol always;\n"
+            "        add_header X-TLS-Cipher $ssl_cipher always;\n"
             "        add_header X-Session-Reused $ssl_session_reused always;\n"
             "        add_header X-Client-Verify $ssl_client_verify always;\n"
             "        location / { }\n"
@@ -2439,6 +2447,249 @@ END_TEST
 
 /* ======================================================================================== */
 
+/* ======================================================================================== */
+/* 11. cipher order, the cipher options and the CLI's cipher flags                          */
+/* ======================================================================================== */
+
+/* Whether /proc/cpuinfo lists AES and carry-less multiply instructions (x86: aes, pclmulqdq;
+ * arm64: aes, pmull), which is when sluice offers AES-GCM first. Asserts it can tell. */
+static bool cpu_has_aes(void)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[8192];
+    int found = -1;
+    ck_assert_msg(f != NULL, "/proc/cpuinfo: %s", strerror(errno));
+    while (found < 0 && fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "flags", 5) != 0 && strncmp(line, "Features", 8) != 0)
+            continue;
+        line[strcspn(line, "\n")] = ' ';
+        found = strstr(line, " aes ") != NULL &&
+                (strstr(line, " pclmulqdq ") != NULL || strstr(line, " pmull ") != NULL);
+    }
+    fclose(f);
+    ck_assert_msg(found >= 0, "/proc/cpuinfo has no flags line");
+    return found == 1;
+}
+
+/* Two clients with different TLS 1.3 lists, alive together, each get their own suite from
+ * nginx (which honours the client's order): so they do not share one SSL_CTX. The list is
+ * copied at sl_client_new(): the caller's buffer is wiped right after. */
+START_TEST(cipher_options_negotiate)
+{
+    static const struct harness_file files[] = {{"f1k.bin", 1024}};
+    struct env e;
+    struct ctx t;
+    char url12[256], url13[256], list[64];
+    const bool aes = cpu_has_aes();
+    env_init(&e);
+    env_files(&e, files, 1);
+    env_nginx(&e);
+    ctx_init(&t);
+    snprintf(url13, sizeof(url13), "https://127.0.0.1:%d/f1k.bin", e.port[SRV_GOOD]);
+    snprintf(url12, sizeof(url12), "https://127.0.0.1:%d/f1k.bin", e.port[SRV_TLS12]);
+
+    sl_client_opts_t o = opts_trusting(&e, CR_CA);
+    sl_client_t *dflt = ctx_client(&t, &o);
+    snprintf(list, sizeof(list), "TLS_CHACHA20_POLY1305_SHA256");
+    o.tls13_ciphers = list;
+    sl_client_t *chacha = ctx_client(&t, &o);
+    memset(list, 'X', sizeof(list) - 1);
+    o = opts_trusting(&e, CR_CA);
+    o.tls_ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384";
+    sl_client_t *one12 = ctx_client(&t, &o);
+
+    struct xfer *x = fetch(&t, dflt, url13);
+    assert_ok(x, 200);
+    ck_assert_str_eq(xfer_header(x, "X-TLS-Cipher"),
+                     aes ? "TLS_AES_128_GCM_SHA256" : "TLS_CHACHA20_POLY1305_SHA256");
+    x = fetch(&t, chacha, url13);
+    assert_ok(x, 200);
+    ck_assert_str_eq(xfer_header(x, "X-TLS-Cipher"), "TLS_CHACHA20_POLY1305_SHA256");
+    assert_trace_has(x, "TLSv1.3, TLS_CHACHA20_POLY1305_SHA256");
+    x = fetch(&t, dflt, url12);
+    assert_ok(x, 200);
+    ck_assert_str_eq(xfer_header(x, "X-TLS-Cipher"),
+                     aes ? "ECDHE-ECDSA-AES128-GCM-SHA256" : "ECDHE-ECDSA-CHACHA20-POLY1305");
+    x = fetch(&t, one12, url12);
+    assert_ok(x, 200);
+    ck_assert_str_eq(xfer_header(x, "X-TLS-Protocol"), "TLSv1.2");
+    ck_assert_str_eq(xfer_header(x, "X-TLS-Cipher"), "ECDHE-ECDSA-AES256-GCM-SHA384");
+    ctx_finish(&t);
+    env_finish(&e);
+}
+END_TEST
+
+/* A list OpenSSL can use nothing of fails sl_client_new() with SL_ETLS, and the detail
+ * quotes it; sl_tls_ciphers_check() says the same about one list. */
+START_TEST(cipher_options_refused_at_client_new)
+{
+    struct ctx t;
+    char err[512];
+    sl_client_opts_t o;
+    sl_client_t *c;
+    ctx_init(&t);
+
+    sl_client_opts_init(&o);
+    o.tls_ciphers = "FOO:BAR";
+    c = (void *)1;
+    ck_assert_int_eq(sl_client_new_ex(&t.loop, &o, &c, err, sizeof(err)), SL_ETLS);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(strstr(err, "TLS 1.2 cipher list \"FOO:BAR\"") != NULL &&
+                      strstr(err, "no cipher match") != NULL,
+                  "detail: %s", err);
+    ck_assert_int_eq(sl_client_new(&t.loop, &o, &c), SL_ETLS);
+    ck_assert_ptr_null(c);
+
+    sl_client_opts_init(&o);
+    o.tls13_ciphers = "TLS_AES_128_GCM_SHA384";
+    ck_assert_int_eq(sl_client_new_ex(&t.loop, &o, &c, err, sizeof(err)), SL_ETLS);
+    ck_assert_msg(strstr(err, "TLS 1.3 cipher suites \"TLS_AES_128_GCM_SHA384\"") != NULL,
+                  "detail: %s", err);
+    o.tls13_ciphers = "";
+    ck_assert_int_eq(sl_client_new_ex(&t.loop, &o, &c, err, sizeof(err)), SL_ETLS);
+
+    /* Usable lists: the client is made and the buffer says nothing. */
+    o.tls_ciphers = "FOO:ECDHE-RSA-AES128-GCM-SHA256";
+    o.tls13_ciphers = "TLS_AES_128_GCM_SHA256";
+    snprintf(err, sizeof(err), "stale");
+    ck_assert_int_eq(sl_client_new_ex(&t.loop, &o, &c, err, sizeof(err)), 0);
+    ck_assert_str_eq(err, "");
+    t.clients[t.nclients++] = c;
+
+    ck_assert_int_eq(sl_tls_ciphers_check("BOGUS", 13, err, sizeof(err)), SL_ETLS);
+    ck_assert_ptr_nonnull(strstr(err, "\"BOGUS\""));
+    /* A TLS 1.3 name is no TLS 1.2 cipher, and the reverse. */
+    ck_assert_int_eq(sl_tls_ciphers_check("TLS_AES_128_GCM_SHA256", 12, err, sizeof(err)), SL_ETLS);
+    ck_assert_int_eq(sl_tls_ciphers_check("ECDHE-RSA-AES128-GCM-SHA256", 13, err, sizeof(err)),
+                     SL_ETLS);
+    ck_assert_int_eq(sl_tls_ciphers_check("ECDHE-RSA-AES128-GCM-SHA256", 12, err, sizeof(err)), 0);
+    ck_assert_int_eq(sl_tls_ciphers_check(NULL, 13, err, sizeof(err)), 0);
+    ck_assert_int_eq(sl_tls_ciphers_check("TLS_AES_128_GCM_SHA256", 11, err, sizeof(err)),
+                     SL_EINVAL);
+    ctx_finish(&t);
+}
+END_TEST
+
+struct cli_out {
+    int status; /* exit status; 128 + signal if killed */
+    char out[8192], err[4096];
+};
+
+static void slurp_into(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+    if (f != NULL) {
+        n = fread(buf, 1, cap - 1, f);
+        fclose(f);
+    }
+    buf[n] = '\0';
+}
+
+/* Run the sluice CLI with `args` (NULL-terminated), stdout and stderr captured in files of the
+ * test directory, bounded by CLI_BOUND_MS. */
+static void cli_exec(const struct env *e, const char *const *args, struct cli_out *r)
+{
+    const char *argv[32];
+    char out_path[128], err_path[128];
+    size_t n = 0;
+    argv[n++] = SLUICE_CLI_PATH;
+    for (; *args != NULL; args++) {
+        ck_assert_uint_lt(n, sizeof(argv) / sizeof(argv[0]) - 1);
+        argv[n++] = *args;
+    }
+    argv[n] = NULL;
+    snprintf(out_path, sizeof(out_path), "%s/cli.out", e->dir);
+    snprintf(err_path, sizeof(err_path), "%s/cli.err", e->dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int er = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (o < 0 || er < 0 || dup2(o, STDOUT_FILENO) < 0 || dup2(er, STDERR_FILENO) < 0)
+            _exit(127);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close_range(3, ~0u, 0);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st = reap(pid, CLI_BOUND_MS);
+    if (st == -1) {
+        kill(pid, SIGKILL);
+        reap(pid, STOP_TIMEOUT_MS);
+        ck_abort_msg("sluice ran over %d ms", CLI_BOUND_MS);
+    }
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    slurp_into(out_path, r->out, sizeof(r->out));
+    slurp_into(err_path, r->err, sizeof(r->err));
+    /* Under -Db_sanitize=address,undefined the tool reports here (and LeakSanitizer at exit). */
+    ck_assert_msg(strstr(r->err, "ERROR: AddressSanitizer") == NULL &&
+                      strstr(r->err, "ERROR: LeakSanitizer") == NULL &&
+                      strstr(r->err, "runtime error:") == NULL,
+                  "sanitizer report from sluice:\n%s", r->err);
+}
+
+/* curl's --ciphers and --tls13-ciphers: what nginx negotiates with them, and exit 59 with a
+ * message naming the flag and the list when OpenSSL can use nothing of it. */
+START_TEST(cli_cipher_flags)
+{
+    static const struct harness_file files[] = {{"f1k.bin", 1024}};
+    struct env e;
+    struct cli_out r;
+    char url12[256], url13[256];
+    const bool aes = cpu_has_aes();
+    env_init(&e);
+    env_files(&e, files, 1);
+    env_nginx(&e);
+    snprintf(url13, sizeof(url13), "https://127.0.0.1:%d/f1k.bin", e.port[SRV_GOOD]);
+    snprintf(url12, sizeof(url12), "https://127.0.0.1:%d/f1k.bin", e.port[SRV_TLS12]);
+    const char *ca = e.cr[CR_CA].cert_path;
+
+    cli_exec(&e, (const char *[]){"-sS", "-I", "--cacert", ca, url13, NULL}, &r);
+    ck_assert_msg(r.status == 0, "exit %d: %s", r.status, r.err);
+    ck_assert_msg(strstr(r.out, aes ? "X-TLS-Cipher: TLS_AES_128_GCM_SHA256\r\n"
+                                    : "X-TLS-Cipher: TLS_CHACHA20_POLY1305_SHA256\r\n") != NULL,
+                  "head:\n%s", r.out);
+
+    cli_exec(&e,
+             (const char *[]){"-sS", "-I", "--cacert", ca, "--tls13-ciphers",
+                              "TLS_CHACHA20_POLY1305_SHA256", url13, NULL},
+             &r);
+    ck_assert_msg(r.status == 0, "exit %d: %s", r.status, r.err);
+    ck_assert_msg(strstr(r.out, "X-TLS-Cipher: TLS_CHACHA20_POLY1305_SHA256\r\n") != NULL,
+                  "head:\n%s", r.out);
+
+    cli_exec(&e,
+             (const char *[]){"-sS", "-I", "--cacert", ca, "--ciphers",
+                              "ECDHE-ECDSA-CHACHA20-POLY1305", url12, NULL},
+             &r);
+    ck_assert_msg(r.status == 0, "exit %d: %s", r.status, r.err);
+    ck_assert_msg(strstr(r.out, "X-TLS-Cipher: ECDHE-ECDSA-CHACHA20-POLY1305\r\n") != NULL,
+                  "head:\n%s", r.out);
+
+    /* Unusable lists: exit 59 before anything is fetched, the flag and the list named. */
+    cli_exec(&e, (const char *[]){"--cacert", ca, "--ciphers", "FOO:BAR", url12, NULL}, &r);
+    ck_assert_int_eq(r.status, 59);
+    ck_assert_str_eq(r.out, "");
+    ck_assert_msg(strstr(r.err, "sluice: (59) option --ciphers: ") == r.err &&
+                      strstr(r.err, "\"FOO:BAR\"") != NULL,
+                  "stderr: %s", r.err);
+    cli_exec(&e,
+             (const char *[]){"--cacert", ca, "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256",
+                              "--tls13-ciphers", "TLS_AES_128_GCM_SHA257", url13, NULL},
+             &r);
+    ck_assert_int_eq(r.status, 59);
+    ck_assert_msg(strstr(r.err, "sluice: (59) option --tls13-ciphers: ") == r.err &&
+                      strstr(r.err, "\"TLS_AES_128_GCM_SHA257\"") != NULL,
+                  "stderr: %s", r.err);
+    /* -s silences it, as it does every error message; the status stays. */
+    cli_exec(&e, (const char *[]){"-s", "--tls13-ciphers", "", url13, NULL}, &r);
+    ck_assert_int_eq(r.status, 59);
+    ck_assert_str_eq(r.err, "");
+    env_finish(&e);
+}
+END_TEST
+
 static Suite *https_suite(void)
 {
     Suite *s = suite_create("integ-https");
@@ -2500,6 +2751,13 @@ static Suite *https_suite(void)
     tc = tcase_create("scheme");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, pool_keyed_by_scheme);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("ciphers");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, cipher_options_negotiate);
+    tcase_add_test(tc, cipher_options_refused_at_client_new);
+    tcase_add_test(tc, cli_cipher_flags);
     suite_add_tcase(s, tc);
     return s;
 }

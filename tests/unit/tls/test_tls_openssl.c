@@ -425,6 +425,9 @@ struct srv_result {
     char sni[64];
     char alpn[32];
     char version[16];
+    char cipher[64];         /* what the server chose */
+    unsigned client_tls12;   /* TLS 1.2 ciphers the ClientHello offered */
+    char client_first12[64]; /* ... the first of them */
     char peer_cn[64];
     char error[256];
     uint64_t received; /* ECHO, HOLD: plaintext bytes read */
@@ -542,6 +545,18 @@ static void srv_serve(struct srv *s, int fd, struct srv_result *r)
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
     snprintf(r->alpn, sizeof(r->alpn), "%.*s", (int)alpn_len, alpn != NULL ? (char *)alpn : "");
     snprintf(r->version, sizeof(r->version), "%s", SSL_get_version(ssl));
+    snprintf(r->cipher, sizeof(r->cipher), "%s", SSL_get_cipher_name(ssl));
+    {
+        STACK_OF(SSL_CIPHER) *offered = SSL_get_client_ciphers(ssl);
+        for (int i = 0; offered != NULL && i < sk_SSL_CIPHER_num(offered); i++) {
+            const SSL_CIPHER *ci = sk_SSL_CIPHER_value(offered, i);
+            if (SSL_CIPHER_get_kx_nid(ci) == NID_kx_any)
+                continue; /* a TLS 1.3 suite */
+            if (r->client_tls12++ == 0)
+                snprintf(r->client_first12, sizeof(r->client_first12), "%s",
+                         SSL_CIPHER_get_name(ci));
+        }
+    }
     peer = SSL_get1_peer_certificate(ssl);
     if (peer != NULL) {
         X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, r->peer_cn,
@@ -1108,7 +1123,7 @@ static struct sl__tls_ctx_opts opts_trusting(const struct cred *anchor)
 struct outcome {
     int hs, rd;
     bool resumed;
-    char data[256], version[16], alpn[32], detail[320];
+    char data[256], version[16], alpn[32], cipher[64], detail[320];
     struct srv_result srv;
 };
 
@@ -1127,6 +1142,7 @@ static struct outcome exchange(const struct sl__tls_ctx_opts *o, struct srv *s, 
         out.rd = cli_run(&c, step_read, 10000);
         out.resumed = sl__tls_resumed(c.t);
         snprintf(out.version, sizeof(out.version), "%s", sl__tls_version(c.t));
+        snprintf(out.cipher, sizeof(out.cipher), "%s", sl__tls_cipher(c.t));
         snprintf(out.alpn, sizeof(out.alpn), "%s", sl__tls_alpn(c.t));
         snprintf(out.data, sizeof(out.data), "%s", c.small);
     }
@@ -1688,6 +1704,251 @@ START_TEST(tls_new_rejects_bad_arguments)
     longname[sizeof(longname) - 1] = '\0';
     ck_assert_int_eq(sl__tls_new(ctx, 0, longname, NULL, &t), SL_EINVAL);
     sl__tls_ctx_free(ctx);
+}
+END_TEST
+
+/* ---- cipher order ------------------------------------------------------------------ */
+
+/* Whether /proc/cpuinfo lists AES and carry-less multiply instructions
+ * (x86: aes, pclmulqdq; arm64: aes, pmull): 1, 0, or -1 if it cannot tell.
+ * Read independently of the code under test, which asks the CPU itself. */
+static int cpuinfo_has_aes(void)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[8192];
+    int found = -1;
+
+    if (f == NULL)
+        return -1;
+    while (found < 0 && fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "flags", 5) != 0 && strncmp(line, "Features", 8) != 0)
+            continue;
+        line[strcspn(line, "\n")] = ' ';
+        found = strstr(line, " aes ") != NULL &&
+                (strstr(line, " pclmulqdq ") != NULL || strstr(line, " pmull ") != NULL);
+    }
+    fclose(f);
+    return found;
+}
+
+/* What the defaults must negotiate first on this machine. */
+static bool expect_aes_first(void)
+{
+    int hw = cpuinfo_has_aes();
+
+    if (hw < 0) {
+        fprintf(stderr, "test_tls: /proc/cpuinfo says nothing of AES; trusting cpuid\n");
+        return cpu_has_aes_gcm();
+    }
+    return hw == 1;
+}
+
+/* The default lists as OpenSSL parses them: AEAD only, forward secret
+ * (ECDHE, or a TLS 1.3 suite), AES-128-GCM, then AES-256-GCM, then ChaCha
+ * with AES instructions; ChaCha first without. */
+START_TEST(tls_default_cipher_lists)
+{
+    for (int hw = 0; hw < 2; hw++) {
+        enum { AES128, AES256, CHACHA };
+        const char *c12, *c13;
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        int runs[2][3], n[2] = {0, 0};
+
+        default_ciphers_for(hw == 1, &c12, &c13);
+        ck_assert_ptr_nonnull(ctx);
+        ck_assert_int_eq(SSL_CTX_set_cipher_list(ctx, c12), 1);
+        ck_assert_int_eq(SSL_CTX_set_ciphersuites(ctx, c13), 1);
+        STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
+        ck_assert_int_eq(sk_SSL_CIPHER_num(sk), 3 + 6);
+        for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+            const SSL_CIPHER *ci = sk_SSL_CIPHER_value(sk, i);
+            const char *name = SSL_CIPHER_get_name(ci);
+            int kx = SSL_CIPHER_get_kx_nid(ci), auth = SSL_CIPHER_get_auth_nid(ci);
+            int v = kx == NID_kx_any ? 1 : 0; /* 1: a TLS 1.3 suite */
+            int c = SSL_CIPHER_get_cipher_nid(ci);
+            int rank = c == NID_aes_128_gcm ? AES128 : c == NID_aes_256_gcm ? AES256 : CHACHA;
+
+            ck_assert_msg(SSL_CIPHER_is_aead(ci), "%s is not AEAD", name);
+            ck_assert_msg(v == 1 || kx == NID_kx_ecdhe, "%s: no ECDHE", name);
+            ck_assert_msg(v == 1 || auth == NID_auth_ecdsa || auth == NID_auth_rsa, "%s", name);
+            ck_assert_msg(rank != CHACHA || c == NID_chacha20_poly1305, "%s: which cipher?", name);
+            /* The order of the runs of one cipher, each cipher in one run. */
+            if (n[v] == 0 || runs[v][n[v] - 1] != rank) {
+                ck_assert_msg(n[v] < 3, "%s: a cipher comes back", name);
+                runs[v][n[v]++] = rank;
+            }
+        }
+        for (int v = 0; v < 2; v++) {
+            ck_assert_int_eq(n[v], 3);
+            ck_assert_int_eq(runs[v][0], hw ? AES128 : CHACHA);
+            ck_assert_int_eq(runs[v][1], hw ? AES256 : AES128);
+            ck_assert_int_eq(runs[v][2], hw ? CHACHA : AES256);
+        }
+        /* Within a cipher, ECDSA before RSA (as BoringSSL lists them). */
+        ck_assert_str_eq(SSL_CIPHER_get_name(sk_SSL_CIPHER_value(sk, 3)),
+                         hw ? "ECDHE-ECDSA-AES128-GCM-SHA256" : "ECDHE-ECDSA-CHACHA20-POLY1305");
+        SSL_CTX_free(ctx);
+    }
+    /* The process's choice is the one its CPU calls for. */
+    {
+        const char *c12, *c13, *want12, *want13;
+        sl__tls_default_ciphers(&c12, &c13);
+        default_ciphers_for(expect_aes_first(), &want12, &want13);
+        ck_assert_str_eq(c12, want12);
+        ck_assert_str_eq(c13, want13);
+    }
+}
+END_TEST
+
+/* Against a server that honours the client's order (OpenSSL's default, and
+ * nginx's), the defaults get AES-128-GCM (on a CPU with AES instructions),
+ * in TLS 1.3 and in TLS 1.2. */
+START_TEST(tls_default_negotiates_aes128_gcm)
+{
+    bool aes = expect_aes_first();
+
+    for (int v = 0; v < 2; v++) {
+        struct sl__tls_ctx_opts o = opts_trusting(&ca);
+        struct srv s = {.cred = &good, .max_version = v == 0 ? TLS1_2_VERSION : 0};
+        struct outcome out = exchange(&o, &s, "localhost");
+        const char *want =
+            v == 0 ? (aes ? "ECDHE-ECDSA-AES128-GCM-SHA256" : "ECDHE-ECDSA-CHACHA20-POLY1305")
+                   : (aes ? "TLS_AES_128_GCM_SHA256" : "TLS_CHACHA20_POLY1305_SHA256");
+
+        ck_assert_msg(out.hs == 0, "handshake: %s (%s)", sl_err_name(out.hs), out.detail);
+        ck_assert_str_eq(out.version, v == 0 ? "TLSv1.2" : "TLSv1.3");
+        ck_assert_str_eq(out.cipher, want);
+        ck_assert_str_eq(out.srv.cipher, want);
+        ck_assert_uint_eq(out.srv.client_tls12, 6); /* no CBC, no RSA or DHE key exchange */
+    }
+}
+END_TEST
+
+START_TEST(tls_tls13_ciphers_chosen)
+{
+    struct sl__tls_ctx_opts o = opts_trusting(&ca);
+    struct srv s = {.cred = &good};
+
+    o.ciphersuites = "TLS_CHACHA20_POLY1305_SHA256";
+    struct outcome out = exchange(&o, &s, "localhost");
+    ck_assert_msg(out.hs == 0, "handshake: %s (%s)", sl_err_name(out.hs), out.detail);
+    ck_assert_str_eq(out.version, "TLSv1.3");
+    ck_assert_str_eq(out.cipher, "TLS_CHACHA20_POLY1305_SHA256");
+    ck_assert_str_eq(out.srv.cipher, "TLS_CHACHA20_POLY1305_SHA256");
+}
+END_TEST
+
+/* A TLS 1.2 server, and a list of one suite that is not the defaults'
+ * first: the ClientHello offers that suite alone, and it is chosen. */
+START_TEST(tls_tls12_ciphers_restricted)
+{
+    struct sl__tls_ctx_opts o = opts_trusting(&ca);
+    struct srv s = {.cred = &good, .max_version = TLS1_2_VERSION};
+
+    o.ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384";
+    struct outcome out = exchange(&o, &s, "localhost");
+    ck_assert_msg(out.hs == 0, "handshake: %s (%s)", sl_err_name(out.hs), out.detail);
+    ck_assert_str_eq(out.version, "TLSv1.2");
+    ck_assert_str_eq(out.cipher, "ECDHE-ECDSA-AES256-GCM-SHA384");
+    ck_assert_uint_eq(out.srv.client_tls12, 1);
+    ck_assert_str_eq(out.srv.client_first12, "ECDHE-ECDSA-AES256-GCM-SHA384");
+}
+END_TEST
+
+/* Lists with nothing OpenSSL can use fail the context (and the check) with
+ * SL_ETLS and a detail that names and quotes the list. */
+START_TEST(tls_cipher_list_errors)
+{
+    static const struct {
+        const char *ciphers, *suites, *detail;
+    } bad[] = {
+        {"FOO", NULL, "TLS 1.2 cipher list \"FOO\": no cipher OpenSSL can use: error:"},
+        {"TLS_AES_128_GCM_SHA256", NULL, "TLS 1.2 cipher list \"TLS_AES_128_GCM_SHA256\""},
+        {"", NULL, "TLS 1.2 cipher list \"\""},
+        {NULL, "BOGUS:ALSO_BOGUS", "TLS 1.3 cipher suites \"BOGUS:ALSO_BOGUS\": no suite"},
+        {NULL, "ECDHE-ECDSA-AES128-GCM-SHA256", "TLS 1.3 cipher suites"},
+        {NULL, "", "TLS 1.3 cipher suites \"\""},
+        {"ECDHE-ECDSA-AES128-GCM-SHA256", "NOPE", "TLS 1.3 cipher suites \"NOPE\""},
+    };
+    struct sl__tls_ctx_opts o;
+    struct sl__tls_ctx *ctx;
+    char err[256], longlist[400];
+
+    for (size_t i = 0; i < SL__ARRAY_SIZE(bad); i++) {
+        o = opts_trusting(&ca);
+        o.ciphers = bad[i].ciphers;
+        o.ciphersuites = bad[i].suites;
+        ctx = (void *)1;
+        int rc = sl__tls_ctx_new(&o, &ctx, err, sizeof(err));
+        ck_assert_msg(rc == SL_ETLS, "%zu: %s", i, sl_err_name(rc));
+        ck_assert_ptr_null(ctx);
+        ck_assert_msg(strstr(err, bad[i].detail) != NULL, "%zu: '%s'", i, err);
+        rc = sl__tls_ciphers_check(bad[i].ciphers, bad[i].suites, err, sizeof(err));
+        ck_assert_int_eq(rc, SL_ETLS);
+        ck_assert_msg(strstr(err, bad[i].detail) != NULL, "%zu: check: '%s'", i, err);
+        ck_assert_uint_eq(ERR_peek_error(), 0); /* the queue is left clean */
+    }
+    /* Unknown names next to a usable one are skipped (as curl relies on). */
+    ck_assert_int_eq(sl__tls_ciphers_check("FOO:ECDHE-ECDSA-AES128-GCM-SHA256",
+                                           "BAR:TLS_AES_128_GCM_SHA256", err, sizeof(err)),
+                     0);
+    ck_assert_str_eq(err, "");
+    ck_assert_int_eq(sl__tls_ciphers_check(NULL, NULL, err, sizeof(err)), 0);
+    /* A long list is cut in the detail, which stays within its buffer. */
+    memset(longlist, 'X', sizeof(longlist) - 1);
+    longlist[sizeof(longlist) - 1] = '\0';
+    ck_assert_int_eq(sl__tls_ciphers_check(longlist, NULL, err, 200), SL_ETLS);
+    ck_assert_uint_lt(strlen(err), 200);
+    ck_assert_ptr_nonnull(strstr(err, "XXX...\""));
+}
+END_TEST
+
+/* Contexts with different lists must not share an SSL_CTX: two at once, to
+ * a server that honours the client's order, each get their own suite. The
+ * key holds the lists in effect, so spelling out the defaults shares. */
+START_TEST(tls_ctx_cache_keyed_by_ciphers)
+{
+    struct sl__tls_ctx_opts o = opts_trusting(&ca), chacha = o, spelled = o;
+    struct srv s = {.cred = &good, .nconns = 2};
+    const char *c12, *c13;
+    struct cli a, b;
+    struct sl__tls_ctx *same;
+    char err[256];
+    int rc;
+
+    sl__tls_ctx_cache_flush();
+    chacha.ciphersuites = "TLS_CHACHA20_POLY1305_SHA256";
+    srv_start(&s);
+    cli_init(&a, &o);
+    cli_init(&b, &chacha);
+    ck_assert_ptr_ne(a.ctx->ssl_ctx, b.ctx->ssl_ctx);
+    sl__tls_default_ciphers(&c12, &c13);
+    spelled.ciphers = c12;
+    spelled.ciphersuites = c13;
+    ck_assert_int_eq(sl__tls_ctx_new(&spelled, &same, err, sizeof(err)), 0);
+    ck_assert_ptr_eq(same->ssl_ctx, a.ctx->ssl_ctx);
+    sl__tls_ctx_free(same);
+
+    cli_connect(&a, AF_INET, s.port, "localhost", NULL);
+    rc = cli_run(&a, step_handshake, 10000);
+    ck_assert_msg(rc == 0, "a: %s (%s)", sl_err_name(rc), sl__tls_errdetail(a.t));
+    ck_assert_str_eq(sl__tls_cipher(a.t), expect_aes_first() ? "TLS_AES_128_GCM_SHA256"
+                                                             : "TLS_CHACHA20_POLY1305_SHA256");
+    ck_assert_int_eq(cli_run(&a, step_read, 10000), SL_EOF);
+    cli_disconnect(&a);
+
+    cli_connect(&b, AF_INET, s.port, "localhost", NULL);
+    rc = cli_run(&b, step_handshake, 10000);
+    ck_assert_msg(rc == 0, "b: %s (%s)", sl_err_name(rc), sl__tls_errdetail(b.t));
+    ck_assert_str_eq(sl__tls_cipher(b.t), "TLS_CHACHA20_POLY1305_SHA256");
+    ck_assert_int_eq(cli_run(&b, step_read, 10000), SL_EOF);
+    cli_disconnect(&b);
+
+    srv_join(&s);
+    ck_assert_str_eq(s.res[1].cipher, "TLS_CHACHA20_POLY1305_SHA256");
+    cli_close(&a);
+    cli_close(&b);
+    sl__tls_ctx_cache_flush();
 }
 END_TEST
 
@@ -2259,7 +2520,7 @@ START_TEST(tls_ctx_shared_by_identical_options)
     ck_assert_uint_eq(a->shared->refs, 2);
 
     /* Any option that OpenSSL sees makes another one. */
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 6; i++) {
         o2 = o;
         if (i == 0)
             o2.min_version = SL__TLS_VERSION_1_3;
@@ -2267,6 +2528,10 @@ START_TEST(tls_ctx_shared_by_identical_options)
             o2.insecure = true;
         else if (i == 2)
             o2.session_cache = false;
+        else if (i == 3)
+            o2.ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384";
+        else if (i == 4)
+            o2.ciphersuites = "TLS_AES_256_GCM_SHA384";
         else
             o2.cafile = good.cert_path;
         ck_assert_int_eq(sl__tls_ctx_new(&o2, &x, err, sizeof(err)), 0);
@@ -2595,6 +2860,16 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, tls_ctx_cache_is_bounded);
     tcase_add_test(tc, tls_ctx_cache_threads);
     tcase_add_test(tc, tls_new_rejects_bad_arguments);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("ciphers");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, tls_default_cipher_lists);
+    tcase_add_test(tc, tls_default_negotiates_aes128_gcm);
+    tcase_add_test(tc, tls_tls13_ciphers_chosen);
+    tcase_add_test(tc, tls_tls12_ciphers_restricted);
+    tcase_add_test(tc, tls_cipher_list_errors);
+    tcase_add_test(tc, tls_ctx_cache_keyed_by_ciphers);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("io");
