@@ -679,12 +679,13 @@ typedef struct sl_client_opts_s {
     const char *tls_key;          /* its private key, PEM (--key); NULL: in tls_cert */
     /* What the client offers, in order of preference (servers that honour
      * the client's order, nginx's default, take the first they support).
-     * NULL: sluice's order, AEAD suites with forward secrecy only and
-     * AES-128-GCM first, as browsers, Go and BoringSSL offer them (TLS 1.3:
-     * TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
-     * TLS 1.2: ECDHE-ECDSA/RSA with AES128-GCM, then AES256-GCM, then
-     * CHACHA20-POLY1305; no CBC, no RSA key exchange), with ChaCha20-Poly1305
-     * first instead on CPUs without AES instructions. Like the other strings,
+     * NULL: sluice's order, AEAD suites with forward secrecy first and
+     * AES-128-GCM first among them, as browsers, Go and BoringSSL offer them
+     * (TLS 1.3: TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:
+     * TLS_CHACHA20_POLY1305_SHA256; TLS 1.2: ECDHE-ECDSA/RSA with AES128-GCM,
+     * then AES256-GCM, then CHACHA20-POLY1305, then the tail browsers keep
+     * for old TLS 1.2 servers: ECDHE with AES-CBC, then RSA key exchange),
+     * with ChaCha20-Poly1305 first instead on CPUs without AES instructions. Like the other strings,
      * copied by sl_client_new(), which checks them: a list OpenSSL can use
      * nothing of (or an empty one) fails it with SL_ETLS. Names OpenSSL does
      * not know are skipped, as in curl. */

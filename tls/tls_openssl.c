@@ -476,22 +476,29 @@ void sl__tls_ctx_opts_init(struct sl__tls_ctx_opts *o)
 /* ---- cipher order --------------------------------------------------------------- */
 
 /*
- * TLS 1.2: ECDHE only (forward secrecy; no RSA key exchange, no DHE, which
- * browsers dropped), AEAD only (no CBC), ECDSA before RSA within each AEAD
- * (the server has one kind of key, so that order decides nothing). TLS 1.3
- * suites are all AEAD with (EC)DHE already; only their order is ours.
+ * TLS 1.2: ECDHE with an AEAD first (forward secrecy, no CBC), ECDSA before
+ * RSA within each AEAD (the server has one kind of key, so that order
+ * decides nothing); then, only for servers that offer nothing better, the
+ * tail Chrome and Firefox still send: ECDHE with CBC, then RSA key exchange.
+ * Without that tail a TLS 1.2 server that only knows CBC suites, which
+ * curl reaches, would fail (no DHE, which browsers dropped). TLS 1.3 suites
+ * are all AEAD with (EC)DHE already; only their order is ours.
  */
 #define TLS12_AES_GCM                                                                              \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
 #define TLS12_CHACHA "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS12_COMPAT                                                                               \
+    "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:"     \
+    "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA:AES256-SHA"
 #define TLS13_AES_GCM "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"
 #define TLS13_CHACHA "TLS_CHACHA20_POLY1305_SHA256"
 
 /* The default lists for a CPU with (`aes_hw`) or without AES instructions. */
 static void default_ciphers_for(bool aes_hw, const char **ciphers, const char **ciphersuites)
 {
-    *ciphers = aes_hw ? TLS12_AES_GCM ":" TLS12_CHACHA : TLS12_CHACHA ":" TLS12_AES_GCM;
+    *ciphers = aes_hw ? TLS12_AES_GCM ":" TLS12_CHACHA ":" TLS12_COMPAT
+                      : TLS12_CHACHA ":" TLS12_AES_GCM ":" TLS12_COMPAT;
     *ciphersuites = aes_hw ? TLS13_AES_GCM ":" TLS13_CHACHA : TLS13_CHACHA ":" TLS13_AES_GCM;
 }
 

@@ -443,6 +443,7 @@ struct srv {
     const struct cred *cred;
     int min_version, max_version; /* 0: OpenSSL's */
     bool legacy;                  /* allow TLS 1.0/1.1 (security level 0) */
+    const char *ciphers;          /* the TLS 1.2 suites it accepts; NULL: OpenSSL's */
     bool require_client_cert;
     int nconns;
     int family;
@@ -679,6 +680,8 @@ static void srv_start(struct srv *s)
         ck_assert_int_eq(SSL_CTX_set_cipher_list(ctx, "DEFAULT:@SECLEVEL=0"), 1);
         SSL_CTX_set_security_level(ctx, 0);
     }
+    if (s->ciphers != NULL)
+        ck_assert_int_eq(SSL_CTX_set_cipher_list(ctx, s->ciphers), 1);
     if (s->min_version != 0)
         ck_assert_int_eq(SSL_CTX_set_min_proto_version(ctx, s->min_version), 1);
     if (s->max_version != 0)
@@ -1743,9 +1746,10 @@ static bool expect_aes_first(void)
     return hw == 1;
 }
 
-/* The default lists as OpenSSL parses them: AEAD only, forward secret
+/* The default lists as OpenSSL parses them: first AEAD and forward secret
  * (ECDHE, or a TLS 1.3 suite), AES-128-GCM, then AES-256-GCM, then ChaCha
- * with AES instructions; ChaCha first without. */
+ * with AES instructions; ChaCha first without; then, for old TLS 1.2
+ * servers only, the compatibility tail browsers send. */
 START_TEST(tls_default_cipher_lists)
 {
     for (int hw = 0; hw < 2; hw++) {
@@ -1759,8 +1763,14 @@ START_TEST(tls_default_cipher_lists)
         ck_assert_int_eq(SSL_CTX_set_cipher_list(ctx, c12), 1);
         ck_assert_int_eq(SSL_CTX_set_ciphersuites(ctx, c13), 1);
         STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
-        ck_assert_int_eq(sk_SSL_CIPHER_num(sk), 3 + 6);
-        for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+        static const char *const tail[] = {
+            "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA",
+            "ECDHE-RSA-AES256-SHA",   "AES128-GCM-SHA256",    "AES256-GCM-SHA384",
+            "AES128-SHA",             "AES256-SHA"};
+        ck_assert_int_eq(sk_SSL_CIPHER_num(sk), 3 + 6 + (int)SL__ARRAY_SIZE(tail));
+        for (int i = 3 + 6; i < sk_SSL_CIPHER_num(sk); i++)
+            ck_assert_str_eq(SSL_CIPHER_get_name(sk_SSL_CIPHER_value(sk, i)), tail[i - 9]);
+        for (int i = 0; i < 3 + 6; i++) {
             const SSL_CIPHER *ci = sk_SSL_CIPHER_value(sk, i);
             const char *name = SSL_CIPHER_get_name(ci);
             int kx = SSL_CIPHER_get_kx_nid(ci), auth = SSL_CIPHER_get_auth_nid(ci);
@@ -1819,7 +1829,7 @@ START_TEST(tls_default_negotiates_aes128_gcm)
         ck_assert_str_eq(out.version, v == 0 ? "TLSv1.2" : "TLSv1.3");
         ck_assert_str_eq(out.cipher, want);
         ck_assert_str_eq(out.srv.cipher, want);
-        ck_assert_uint_eq(out.srv.client_tls12, 6); /* no CBC, no RSA or DHE key exchange */
+        ck_assert_uint_eq(out.srv.client_tls12, 6 + 8); /* AEAD ECDHE, then the browsers' tail */
     }
 }
 END_TEST
@@ -1852,6 +1862,25 @@ START_TEST(tls_tls12_ciphers_restricted)
     ck_assert_str_eq(out.cipher, "ECDHE-ECDSA-AES256-GCM-SHA384");
     ck_assert_uint_eq(out.srv.client_tls12, 1);
     ck_assert_str_eq(out.srv.client_first12, "ECDHE-ECDSA-AES256-GCM-SHA384");
+}
+END_TEST
+
+/* A TLS 1.2 server that knows only CBC suites (old, but curl reaches it)
+ * still gets a connection from the default list: its compatibility tail. */
+START_TEST(tls_tls12_cbc_only_server)
+{
+    struct sl__tls_ctx_opts o = opts_trusting(&ca);
+    struct srv s = {.cred = &good,
+                    .max_version = TLS1_2_VERSION,
+                    .ciphers = "ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA"};
+    struct outcome out = exchange(&o, &s, "localhost");
+
+    ck_assert_msg(out.hs == 0, "handshake: %s (%s)", sl_err_name(out.hs), out.detail);
+    ck_assert_str_eq(out.version, "TLSv1.2");
+    ck_assert_str_eq(out.cipher, "ECDHE-ECDSA-AES128-SHA"); /* the client's order */
+    ck_assert_str_eq(out.srv.client_first12,
+                     expect_aes_first() ? "ECDHE-ECDSA-AES128-GCM-SHA256"
+                                        : "ECDHE-ECDSA-CHACHA20-POLY1305");
 }
 END_TEST
 
@@ -2868,6 +2897,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, tls_default_negotiates_aes128_gcm);
     tcase_add_test(tc, tls_tls13_ciphers_chosen);
     tcase_add_test(tc, tls_tls12_ciphers_restricted);
+    tcase_add_test(tc, tls_tls12_cbc_only_server);
     tcase_add_test(tc, tls_cipher_list_errors);
     tcase_add_test(tc, tls_ctx_cache_keyed_by_ciphers);
     suite_add_tcase(s, tc);
