@@ -40,6 +40,8 @@
 
 #include <arpa/inet.h>
 #include <check.h>
+
+#include "../cpuinfo.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -2455,18 +2457,7 @@ END_TEST
  * arm64: aes, pmull), which is when sluice offers AES-GCM first. Asserts it can tell. */
 static bool cpu_has_aes(void)
 {
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[8192];
-    int found = -1;
-    ck_assert_msg(f != NULL, "/proc/cpuinfo: %s", strerror(errno));
-    while (found < 0 && fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "flags", 5) != 0 && strncmp(line, "Features", 8) != 0)
-            continue;
-        line[strcspn(line, "\n")] = ' ';
-        found = strstr(line, " aes ") != NULL &&
-                (strstr(line, " pclmulqdq ") != NULL || strstr(line, " pmull ") != NULL);
-    }
-    fclose(f);
+    int found = test_cpuinfo_has_aes();
     ck_assert_msg(found >= 0, "/proc/cpuinfo has no flags line");
     return found == 1;
 }

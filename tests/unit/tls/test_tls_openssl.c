@@ -44,6 +44,8 @@ static ssize_t test_send(int fd, const void *buf, size_t len, int flags)
 #undef send
 
 #include <check.h>
+
+#include "../../cpuinfo.h"
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -1712,32 +1714,10 @@ END_TEST
 
 /* ---- cipher order ------------------------------------------------------------------ */
 
-/* Whether /proc/cpuinfo lists AES and carry-less multiply instructions
- * (x86: aes, pclmulqdq; arm64: aes, pmull): 1, 0, or -1 if it cannot tell.
- * Read independently of the code under test, which asks the CPU itself. */
-static int cpuinfo_has_aes(void)
-{
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[8192];
-    int found = -1;
-
-    if (f == NULL)
-        return -1;
-    while (found < 0 && fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "flags", 5) != 0 && strncmp(line, "Features", 8) != 0)
-            continue;
-        line[strcspn(line, "\n")] = ' ';
-        found = strstr(line, " aes ") != NULL &&
-                (strstr(line, " pclmulqdq ") != NULL || strstr(line, " pmull ") != NULL);
-    }
-    fclose(f);
-    return found;
-}
-
 /* What the defaults must negotiate first on this machine. */
 static bool expect_aes_first(void)
 {
-    int hw = cpuinfo_has_aes();
+    int hw = test_cpuinfo_has_aes();
 
     if (hw < 0) {
         fprintf(stderr, "test_tls: /proc/cpuinfo says nothing of AES; trusting cpuid\n");
