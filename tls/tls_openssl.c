@@ -1644,9 +1644,14 @@ int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
     if (rc < 0 && rc != SL_EAGAIN)
         return rc;
     /* SSL_read_ex() returns one record at most: fill `buf` with the records
-     * already read ahead, and with what the socket has, until it would wait.
-     * A failure after some bytes is left for the next call (it is sticky or
-     * SL_EOF, or simply SL_EAGAIN again). */
+     * already read ahead and, while full records keep coming (a large body),
+     * with what the socket has, until it would wait: one call then returns
+     * many records, and the owner's per-read work (a callback, a write to
+     * disk, a return to the loop) is paid per call, not per 16 KiB. After a
+     * short record nothing more is asked of the socket (it would only say
+     * EAGAIN to a small keep-alive exchange). A failure after some bytes is
+     * left for the next call (it is sticky or SL_EOF, or simply SL_EAGAIN
+     * again). */
     do {
         err_clear();
         t->sys_errno = 0;
@@ -1665,7 +1670,7 @@ int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
             break;
         }
         got += m;
-    } while (got < len && SSL_has_pending(t->ssl) == 1);
+    } while (got < len && (SSL_has_pending(t->ssl) == 1 || m == RECORD_MAX));
     t->read_wants = 0;
     *n = got;
     tls_in_use(t);
