@@ -75,6 +75,7 @@ void sl_client_opts_init(sl_client_opts_t *o)
 }
 
 static void client_reap_cb(sl_defer_t *d);
+static void client_drain_cb(sl_defer_t *d);
 static void rate_timer_cb(sl_timer_t *t);
 
 int sl_client_new(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t **out)
@@ -140,6 +141,7 @@ int sl_client_new_ex(sl_loop_t *loop, const sl_client_opts_t *opts, sl_client_t 
     sl__queue_init(&c->requests);
     sl__pool_init(c);
     sl_defer_init(loop, &c->reaper, client_reap_cb);
+    sl_defer_init(loop, &c->drain_defer, client_drain_cb);
     sl__queue_init(&c->rate_waiting);
     sl_timer_init(loop, &c->rate_timer, rate_timer_cb);
     sl__bucket_init(&c->bucket, c->opts.rate_per_s, c->opts.rate_burst > 0 ? c->opts.rate_burst : 1,
@@ -198,14 +200,24 @@ static void client_reap_cb(sl_defer_t *d)
 
 static void req_finish(sl_req_t *req, int err);
 
+/* The idle connections close from a deferred callback, after the starts
+ * already queued (transfers begun just before the drain) have taken theirs:
+ * closing them at once made each of those open a new connection. */
+static void client_drain_cb(sl_defer_t *d)
+{
+    sl_client_t *c = sl__container_of(d, sl_client_t, drain_defer);
+
+    for (struct origin *o = c->origins; o != NULL; o = o->next)
+        while (!sl__queue_empty(&o->idle))
+            sl__conn_close(sl__queue_data(o->idle.next, struct conn, node));
+}
+
 void sl_client_drain(sl_client_t *c)
 {
     if (c->draining || c->closing)
         return;
     c->draining = true;
-    for (struct origin *o = c->origins; o != NULL; o = o->next)
-        while (!sl__queue_empty(&o->idle))
-            sl__conn_close(sl__queue_data(o->idle.next, struct conn, node));
+    sl_defer_start(&c->drain_defer);
 }
 
 void sl_client_free(sl_client_t *c)
@@ -213,6 +225,7 @@ void sl_client_free(sl_client_t *c)
     if (c == NULL || c->closing)
         return;
     c->closing = true;
+    sl_defer_stop(&c->drain_defer);
     while (!sl__queue_empty(&c->requests)) {
         sl_req_t *req = sl__queue_data(c->requests.next, sl_req_t, all_node);
         sl__req_errmsg(req, "the client was closed");

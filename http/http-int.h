@@ -329,6 +329,7 @@ struct sl_client_s {
     sl_timer_t rate_timer;       /* wakes rate_waiting when a token is due */
     uint64_t rng;                /* backoff jitter */
     sl_defer_t reaper;           /* frees the client once closed and idle */
+    sl_defer_t drain_defer;      /* sl_client_drain(): closes the idle connections */
     struct sl__tls_ctx *tls;     /* created on the first https request */
     char *tls_strings[6];        /* copies of the tls_* option strings */
     char tls_error[256];         /* why the TLS context could not be made */

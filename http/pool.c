@@ -255,7 +255,10 @@ void sl__pool_release(struct conn *conn)
     sl_client_t *c = conn->client;
     unsigned cap = origin_cap(c, conn->origin);
 
-    if (c->closing || c->draining || !conn->reusable || (cap > 0 && conn->origin->nconns > cap)) {
+    /* Draining, a connection still serves the requests waiting for one
+     * (closing it would only make them open another). */
+    if (c->closing || (c->draining && sl__queue_empty(&c->waiting)) || !conn->reusable ||
+        (cap > 0 && conn->origin->nconns > cap)) {
         sl__conn_close(conn);
         return;
     }

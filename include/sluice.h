@@ -700,9 +700,11 @@ void sl_client_opts_init(sl_client_opts_t *o);
 
 /* Say that no new transfer will be started (a CLI whose URL list ran out):
  * the transfers running go on, retries and redirects included, but
- * connections close as soon as they go idle instead of being pooled, and
- * idle ones close now, so their teardown overlaps the last answers instead
- * of following them. */
+ * connections close as soon as they go idle instead of being pooled
+ * (unless requests are waiting for one), and idle ones close at the next
+ * loop iteration, after the transfers started before this call have taken
+ * theirs, so their teardown overlaps the last answers instead of following
+ * them. */
 void sl_client_drain(sl_client_t *c);
 
 /* Create a client on `loop` (NULL opts: defaults). The strings of `opts`

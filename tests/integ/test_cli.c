@@ -309,9 +309,9 @@ static void teardown(void)
 
 /* ---- small servers and watchers of our own -------------------------------------------- */
 
-/* GET /stats on the faultserver over a blocking socket of our own: requests served so far
- * (the /stats request itself is not counted). */
-static unsigned fs_requests(void)
+/* GET /stats on the faultserver over a blocking socket of our own: connections accepted
+ * (this one included) and requests served so far (the /stats request itself not counted). */
+static void fs_stats(unsigned *conns_out, unsigned *reqs_out)
 {
     static const char rq[] = "GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     struct sockaddr_in sin = {.sin_family = AF_INET,
@@ -334,6 +334,14 @@ static unsigned fs_requests(void)
     const char *b = strstr(buf, "\r\n\r\n");
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(sscanf(b + 4, "connections=%u requests=%u", &conns, &reqs), 2);
+    *conns_out = conns;
+    *reqs_out = reqs;
+}
+
+static unsigned fs_requests(void)
+{
+    unsigned conns, reqs;
+    fs_stats(&conns, &reqs);
     return reqs;
 }
 
@@ -1295,6 +1303,30 @@ START_TEST(rate_limit_with_burst)
 }
 END_TEST
 
+/* 2000 URLs, 500 at a time, each answered after 20 ms (so the answers of a round arrive
+ * together): exactly 500 connections, each reused, also at the end of the list, when the tool
+ * lets connections close as they finish (one that a transfer begun just before is about to
+ * take must not close: that made each of them open another, 13 to 136 more here). */
+START_TEST(parallel_connections_capped_and_reused)
+{
+    struct cli r;
+    unsigned conns, reqs;
+    FILE *f = fopen(cwd_file("urls.txt"), "w");
+
+    const char *u = url("/delay/20");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 2000; i++)
+        fprintf(f, "%s\n", u);
+    ck_assert_int_eq(fclose(f), 0);
+    CLI(&r, "-s", "-Z", "--parallel-max", "500", "-i", "urls.txt");
+    assert_exit(&r, 0);
+    fs_stats(&conns, &reqs);
+    ck_assert_uint_eq(reqs, 2000);
+    ck_assert_msg(conns == 500 + 1, "%u connections for 2000 URLs at 500 in flight", conns - 1);
+    cli_free(&r);
+}
+END_TEST
+
 /* Sends `sig` to the tool once the part file `name` exists (the download is mid-body). */
 struct interrupter {
     const char *part;
@@ -1373,6 +1405,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, exit_18_partial_body);
     tcase_add_test(tc, exit_22_fail_and_fail_with_body);
     tcase_add_test(tc, exit_23_unwritable_output);
+    tcase_add_test(tc, parallel_connections_capped_and_reused);
     tcase_add_test(tc, exit_28_max_time);
     tcase_add_test(tc, exit_28_connect_timeout);
     tcase_add_test(tc, read_timeout_starts_at_first_byte);

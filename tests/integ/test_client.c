@@ -2457,6 +2457,47 @@ START_TEST(pool_drain_pools_nothing)
 }
 END_TEST
 
+/* A client drained just after starting a transfer (a CLI whose URL list ran out as it began
+ * its last one) still gives that transfer the idle connection, and a connection finishing while
+ * requests wait for one serves them: draining closes only what nothing is about to use. */
+START_TEST(pool_drain_serves_what_was_started)
+{
+    struct ctx t;
+    struct xfer *x;
+    sl_client_opts_t o;
+    sl_client_opts_init(&o);
+    o.max_connections = 1;
+
+    ctx_init(&t, &o, "127.0.0.1");
+    x = fetch(&t, "GET", "/bytes/10");
+    assert_ok(x, 200);
+    struct xfer *last = xfer_new(&t, "GET", "/bytes/10");
+    last->check_pattern = true;
+    xfer_start(last);
+    sl_client_drain(t.client);
+    wait_one(last, 5000);
+    assert_ok(last, 200);
+    ck_assert_msg(last->res.reused, "drained just after its start: no idle connection left");
+    ck_assert_uint_eq(fs_client_conns(t.fs.port), 1);
+    ctx_finish(&t);
+
+    /* One connection allowed: the second request waits for the first's and gets it. */
+    ctx_init(&t, &o, "127.0.0.1");
+    struct xfer *a = xfer_new(&t, "GET", "/delay/50"), *b = xfer_new(&t, "GET", "/bytes/10");
+    b->check_pattern = true;
+    xfer_start(a);
+    xfer_start(b);
+    sl_client_drain(t.client);
+    struct xfer *both[] = {a, b};
+    wait_all(&t, both, 2, 5000);
+    assert_ok(a, 200);
+    assert_ok(b, 200);
+    ck_assert_msg(b->res.reused, "a waiting request did not get the connection that finished");
+    ck_assert_uint_eq(fs_client_conns(t.fs.port), 1);
+    ctx_finish(&t);
+}
+END_TEST
+
 START_TEST(pool_100_concurrent)
 {
     struct ctx t;
@@ -3434,6 +3475,7 @@ static Suite *client_suite(void)
     tcase_add_test(tc, pool_server_closed_idle);
     tcase_add_test(tc, pool_100_concurrent);
     tcase_add_test(tc, pool_drain_pools_nothing);
+    tcase_add_test(tc, pool_drain_serves_what_was_started);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("flow");
