@@ -205,11 +205,7 @@ static void req_finish(sl_req_t *req, int err);
  * closing them at once made each of those open a new connection. */
 static void client_drain_cb(sl_defer_t *d)
 {
-    sl_client_t *c = sl__container_of(d, sl_client_t, drain_defer);
-
-    for (struct origin *o = c->origins; o != NULL; o = o->next)
-        while (!sl__queue_empty(&o->idle))
-            sl__conn_close(sl__queue_data(o->idle.next, struct conn, node));
+    sl__pool_close_idle(sl__container_of(d, sl_client_t, drain_defer));
 }
 
 void sl_client_drain(sl_client_t *c)
@@ -914,6 +910,7 @@ void sl__req_fail(sl_req_t *req, int err, const char *fmt, ...)
         req_schedule_retry(req, wait, sl__req_errmsg_text(req));
         if (req->errmsg != NULL)
             req->errmsg[0] = '\0';
+        req->errmsg_lost = false;
         return;
     }
     req_finish(req, err);
@@ -1608,7 +1605,7 @@ const void *sl_req_body_data(const sl_req_t *req, size_t *len)
 
 const char *sl_req_errdetail(const sl_req_t *req)
 {
-    return req->errmsg;
+    return sl__req_errmsg_text(req);
 }
 
 const char *sl_req_method(const sl_req_t *req)

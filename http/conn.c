@@ -433,12 +433,11 @@ static void attempt_io_cb(sl_io_t *io, unsigned events)
     struct conn *c = a->conn;
     int err = 0;
     socklen_t len = sizeof(err);
+    (void)events;
 
-    /* Writable without an error or hang-up: connected (a refused or
-     * unreachable connect comes with SL_EV_ERR or SL_EV_HUP on every
-     * backend), so the socket's error is only asked for then. */
-    if ((events & (SL_EV_ERR | SL_EV_HUP)) &&
-        getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    /* Always asked: OpenBSD and NetBSD report a connect that failed with
+     * a soft error (ICMP unreachable after retransmits) as plain writable. */
+    if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err == 0) {
         conn_connected(c, a);
@@ -670,6 +669,8 @@ void sl__conn_idle(struct conn *c)
     if (c->trim_pending || expiry > 0) {
         sl_timer_start(&c->idle_timer, c->trim_pending ? IDLE_TRIM_MS : expiry, 0);
         sl_timer_unref(&c->idle_timer);
+    } else {
+        sl_timer_stop(&c->idle_timer); /* an orphan's connect guard, now pooled */
     }
 }
 
@@ -684,7 +685,8 @@ static void idle_timer_cb(sl_timer_t *t)
         c->trim_pending = false;
         sl__tls_idle(c->tls); /* OpenSSL's record buffers */
         if (expiry > 0) {
-            sl_timer_start(&c->idle_timer, expiry - IDLE_TRIM_MS, 0);
+            uint64_t idle = sl_loop_now(c->client->loop) - c->idle_since_ms;
+            sl_timer_start(&c->idle_timer, idle < expiry ? expiry - idle : 0, 0);
             sl_timer_unref(&c->idle_timer);
         }
         return;
@@ -1060,8 +1062,11 @@ static void conn_idle_readable(struct conn *c)
     char b[64];
     size_t n = 0;
 
-    if (c->tls != NULL && c->tp->read(c, b, sizeof(b), &n) == SL_EAGAIN)
+    if (c->tls != NULL && c->tp->read(c, b, sizeof(b), &n) == SL_EAGAIN) {
+        if (!c->trim_pending)
+            sl__tls_idle(c->tls); /* already trimmed: the read took buffers again */
         return;
+    }
     sl__conn_close(c);
 }
 

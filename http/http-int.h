@@ -350,6 +350,8 @@ struct origin *sl__pool_origin(sl_client_t *c, const struct sl__url *u);
 int sl__pool_acquire(sl_client_t *c, sl_req_t *req);
 /* A connection finished a request and may be reused. */
 void sl__pool_release(struct conn *conn);
+/* Close every idle connection of every origin (a drained client). */
+void sl__pool_close_idle(sl_client_t *c);
 /* Adaptive back-off: an answer to `req` said overloaded (429/503), or it
  * succeeded. */
 void sl__pool_overloaded(sl_client_t *c, sl_req_t *req);

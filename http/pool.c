@@ -181,6 +181,16 @@ static void pool_dispatch_cb(sl_defer_t *d)
         }
         q = next;
     }
+    /* Draining: an idle connection no waiting request took is of no use. */
+    if (c->draining)
+        sl__pool_close_idle(c);
+}
+
+void sl__pool_close_idle(sl_client_t *c)
+{
+    for (struct origin *o = c->origins; o != NULL; o = o->next)
+        while (!sl__queue_empty(&o->idle))
+            sl__conn_close(sl__queue_data(o->idle.next, struct conn, node));
 }
 
 void sl__pool_dispatch(sl_client_t *c)

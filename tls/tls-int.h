@@ -222,12 +222,12 @@ bool sl__tls_has_pending(const struct sl__tls *t);
 
 /* The owner parks the connection (a pooled keep-alive connection that has
  * not been used for a while): the record buffers (about 2 x 17 KiB) are
- * released now, and OpenSSL frees them again whenever they are empty
- * (SSL_MODE_RELEASE_BUFFERS) until the next sl__tls_read() or
- * sl__tls_writev() that moves application data; from then on they are
- * kept, since allocating and freeing them per record is expensive. An idle
- * TLS connection costs the SSL object and its session only. Never fails;
- * records already buffered keep their buffer. */
+ * released now (SSL_free_buffers). The next read or write allocates them
+ * again, and they are kept while the connection is used: allocating and
+ * freeing them per record is expensive. An idle TLS connection costs the
+ * SSL object and its session only. Never fails; records already buffered
+ * keep their buffer. May be called again after a read on an idle
+ * connection (a late session ticket). */
 void sl__tls_idle(struct sl__tls *t);
 
 /* Send close_notify: non-blocking, never waits for the peer's. The first

@@ -37,13 +37,13 @@
  * counters) stays in struct sl__tls_ctx, which is never shared.
  *
  * Record buffers: read-ahead lets one recv() take a whole record (and the
- * start of the next) instead of two, header then body. RELEASE_BUFFERS,
- * which frees a buffer as soon as it is empty, is on during the handshake
- * and while the owner says the connection is idle (sl__tls_idle); the
- * first application read or write after that turns it off, so a
- * connection in use keeps its two buffers instead of allocating, filling
- * and freeing them for every record (for small keep-alive exchanges that
- * was ~15% of all the instructions a request cost).
+ * start of the next) instead of two, header then body. A connection keeps
+ * its two buffers while it is used, and frees them when the owner says it
+ * is idle (sl__tls_idle: SSL_free_buffers). SSL_MODE_RELEASE_BUFFERS, which
+ * frees a buffer as soon as it is empty, is not used: it allocated, filled
+ * and freed both buffers for every small keep-alive exchange (~9% of the
+ * instructions of such a request), and since OpenSSL 3.2 it cannot be
+ * turned off for a connection whose record layer already exists.
  *
  * Sessions: the context keeps, per caller-chosen key, the newest session
  * OpenSSL reports through the new-session callback (TLS 1.2 at the end of
@@ -127,7 +127,6 @@ struct sl__tls {
     bool handshake_done;
     bool shutdown_queued; /* close_notify written (maybe still queued in `out`) */
     bool cert_requested;  /* the server sent a CertificateRequest */
-    bool in_use;          /* application data flows: RELEASE_BUFFERS is off */
     bool result_pending;  /* a read returned bytes and kept SL_EOF or an error for later */
     unsigned hs_wants, read_wants, write_wants;
     char *out; /* ciphertext the socket did not take yet: out[out_off..out_len) */
@@ -1044,14 +1043,11 @@ static int shared_build(const struct sl__tls_ctx_opts *o, int minv, const char *
         goto fail;
     rc = SL_ENOMEM;
     SSL_CTX_set_options(sh->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-    /* RELEASE_BUFFERS frees the record buffers whenever they are empty:
-     * right for handshakes, small exchanges and idle connections, wrong for
-     * a download, where it costs an allocation per record; sl__tls_read()
-     * turns it off per connection while one streams in. The other two only
-     * matter if a write could block inside OpenSSL, which our BIO never
-     * lets happen; they are kept as the documented safe settings. */
-    SSL_CTX_set_mode(sh->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* No RELEASE_BUFFERS (see the top of this file). These two only matter
+     * if a write could block inside OpenSSL, which our BIO never lets
+     * happen; they are kept as the documented safe settings. */
+    SSL_CTX_set_mode(sh->ssl_ctx,
+                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Read-ahead: one recv() fills the record buffer instead of two
      * (header, then body) per record. What it reads beyond the current
      * record is visible to SSL_has_pending(), so sl__tls_has_pending()
@@ -1615,16 +1611,6 @@ const char *sl__tls_alpn(const struct sl__tls *t)
     return t->alpn;
 }
 
-/* Application data flows: keep the record buffers from now on (see the top
- * of this file), until sl__tls_idle(). */
-static void tls_in_use(struct sl__tls *t)
-{
-    if (!t->in_use) {
-        t->in_use = true;
-        SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
-    }
-}
-
 int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
 {
     size_t got = 0, m;
@@ -1673,7 +1659,6 @@ int sl__tls_read(struct sl__tls *t, char *buf, size_t len, size_t *n)
     } while (got < len && (SSL_has_pending(t->ssl) == 1 || m == RECORD_MAX));
     t->read_wants = 0;
     *n = got;
-    tls_in_use(t);
     return 0;
 }
 
@@ -1717,8 +1702,6 @@ int sl__tls_writev(struct sl__tls *t, const struct iovec *iov, int iovcnt, size_
     rc = out_flush(t);
     if (rc < 0)
         return rc;
-    if (total > 0)
-        tls_in_use(t);
 
     /* (first, skip): the iovec piece holding byte `done`, and the offset in it. */
     while (done < total) {
@@ -1772,11 +1755,6 @@ bool sl__tls_has_pending(const struct sl__tls *t)
 
 void sl__tls_idle(struct sl__tls *t)
 {
-    /* From now on OpenSSL frees them again whenever they are empty (a
-     * ticket or a KeyUpdate read while idle allocates and frees), until
-     * application data flows again (tls_in_use). */
-    t->in_use = false;
-    SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
     if (t->error == 0)
         (void)SSL_free_buffers(t->ssl); /* refuses while records are buffered: fine */
 }

@@ -26,6 +26,7 @@
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -2498,6 +2499,80 @@ START_TEST(pool_drain_serves_what_was_started)
 }
 END_TEST
 
+/* Established TCP connections of this process to `port` over IPv4 or IPv6 (its socket fds,
+ * matched by inode against /proc/net/tcp and tcp6). */
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static unsigned my_conns_to(int port)
+{
+    unsigned long inodes[256];
+    size_t n = 0;
+    unsigned count = 0;
+    char path[300], link[64], line[512];
+    DIR *d = opendir("/proc/self/fd");
+
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL && n < COUNT_OF(inodes);) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, link, sizeof(link) - 1);
+        if (len <= 0)
+            continue;
+        link[len] = '\0';
+        if (sscanf(link, "socket:[%lu]", &inodes[n]) == 1)
+            n++;
+    }
+    closedir(d);
+    for (int v6 = 0; v6 < 2; v6++) {
+        FILE *f = fopen(v6 ? "/proc/net/tcp6" : "/proc/net/tcp", "r");
+        if (f == NULL)
+            continue; /* no IPv6 */
+        while (fgets(line, sizeof(line), f) != NULL) {
+            unsigned rport, st;
+            unsigned long inode;
+            if (sscanf(line,
+                       " %*d: %*[0-9A-Fa-f]:%*x %*[0-9A-Fa-f]:%x %x %*x:%*x %*x:%*x %*x %*u %*u %lu",
+                       &rport, &st, &inode) != 3)
+                continue;
+            for (size_t i = 0; i < n; i++)
+                if (inodes[i] == inode && rport == (unsigned)port && st == 1 /* ESTABLISHED */)
+                    count++;
+        }
+        fclose(f);
+    }
+    return count;
+}
+
+/* A drained client whose requests wait behind a per-host cap keeps a finishing connection of
+ * another origin only while a waiting request could take it: at the end nothing is open. */
+START_TEST(pool_drain_leaves_nothing_open)
+{
+    struct ctx t;
+    sl_client_opts_t o;
+    char other[128];
+    sl_client_opts_init(&o);
+    o.max_connections_per_host = 1;
+
+    ctx_init(&t, &o, "127.0.0.1");
+    snprintf(other, sizeof(other), "http://localhost:%d/bytes/10", t.fs.port);
+    struct xfer *x = fetch(&t, "GET", "/bytes/10");
+    assert_ok(x, 200);
+    ck_assert_uint_eq(my_conns_to(t.fs.port), 1); /* the counter sees a pooled one */
+    struct xfer *a1 = xfer_new(&t, "GET", "/delay/200"), *a2 = xfer_new(&t, "GET", "/bytes/10");
+    struct xfer *b1 = xfer_new(&t, "GET", other);
+    xfer_start(a1);
+    xfer_start(a2); /* waits for a1's connection (one per host) */
+    xfer_start(b1); /* another origin: done while a2 still waits */
+    sl_client_drain(t.client);
+    struct xfer *all[] = {a1, a2, b1};
+    wait_all(&t, all, 3, 5000);
+    for (int i = 0; i < 3; i++)
+        assert_ok(all[i], 200);
+    loop_sleep(&t, 20);
+    ck_assert_uint_eq(my_conns_to(t.fs.port), 0);
+    ctx_finish(&t);
+}
+END_TEST
+
 START_TEST(pool_100_concurrent)
 {
     struct ctx t;
@@ -3476,6 +3551,7 @@ static Suite *client_suite(void)
     tcase_add_test(tc, pool_100_concurrent);
     tcase_add_test(tc, pool_drain_pools_nothing);
     tcase_add_test(tc, pool_drain_serves_what_was_started);
+    tcase_add_test(tc, pool_drain_leaves_nothing_open);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("flow");
