@@ -220,6 +220,7 @@ struct xfer {
     size_t body_len;
     sl_result_t res; /* copy taken in on_done; its string pointers are not used */
     char eff_url[1200], remote_ip[64], errmsg[512], detail[512];
+    bool null_string; /* a result string or sl_req_errdetail() was NULL */
     uint64_t t_start, t_done; /* mono_ms */
     unsigned heads_in;        /* SL_TRACE_HEAD_IN seen */
     int head_in_status[8];
@@ -280,6 +281,10 @@ static void on_done(sl_req_t *req, int status)
     if (g_in_api > 0)
         x->done_inside_api = true;
     x->res = *r;
+    /* Strings of a result are never NULL (sluice.h): "" when there is nothing to say. */
+    if (r->effective_url == NULL || r->remote_ip == NULL || r->errmsg == NULL ||
+        sl_req_errdetail(req) == NULL)
+        x->null_string = true;
     copy_str(x->eff_url, sizeof(x->eff_url), r->effective_url);
     copy_str(x->remote_ip, sizeof(x->remote_ip), r->remote_ip);
     copy_str(x->errmsg, sizeof(x->errmsg), r->errmsg);
@@ -449,6 +454,8 @@ static void assert_ok(const struct xfer *x, int http_status)
 {
     ck_assert_msg(x->dones == 1, "%s: on_done ran %d times", x->url, x->dones);
     ck_assert_msg(x->err == 0, "%s: failed with %s: %s", x->url, sl_err_name(x->err), x->detail);
+    ck_assert_msg(!x->null_string, "%s: a NULL result string or errdetail", x->url);
+    ck_assert_str_eq(x->detail, "");
     ck_assert_int_eq(x->res.error, 0);
     ck_assert_msg(x->res.status == http_status, "%s: status %d, expected %d", x->url, x->res.status,
                   http_status);
