@@ -94,17 +94,13 @@ static void sb_end(struct sbuf *b)
         b->p[b->len] = '\0';
 }
 
-/* Append `v` in decimal (snprintf costs ~700 instructions, this ~30). */
+/* Append `v` in decimal. */
 static void sb_u64(struct sbuf *b, uint64_t v)
 {
-    char d[20];
-    size_t n = sizeof(d);
+    char d[SL__U64_DEC_MAX], *end = d + sizeof(d);
+    const char *first = sl__u64_dec(end, v);
 
-    do {
-        d[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    sb_add(b, d + n, sizeof(d) - n);
+    sb_add(b, first, (size_t)(end - first));
 }
 
 static void sb_str(struct sbuf *b, const char *s)

@@ -17,6 +17,8 @@
  */
 #include "url.h"
 
+#include "reactor-int.h"
+
 #include <arpa/inet.h>
 #include <assert.h>
 #include <netinet/in.h>
@@ -614,8 +616,6 @@ int sl__url_copy(struct sl__url *dst, const struct sl__url *src)
     return 0;
 }
 
-#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
-
 /* Concatenate the `n` strings of `parts` (NULL ones count as "") into a new
  * block. This runs for every request (the effective URL): snprintf took
  * ~6k instructions for it. */
@@ -624,7 +624,7 @@ static char *concat_alloc(const char *const *parts, size_t n)
     size_t len[12], total = 0;
     char *s, *p;
 
-    assert(n <= COUNT_OF(len));
+    assert(n <= SL__ARRAY_SIZE(len));
     for (size_t i = 0; i < n; i++) {
         len[i] = parts[i] != NULL ? strlen(parts[i]) : 0;
         total += len[i];
@@ -646,18 +646,14 @@ static char *concat_alloc(const char *const *parts, size_t n)
 static char *format_url(const struct sl__url *u, bool with_scheme, bool with_zone, bool always_port,
                         bool with_target)
 {
-    char port[8], *d = port + sizeof(port);
+    char port[1 + SL__U64_DEC_MAX + 1], *d = port + sizeof(port);
     bool v6 = u->host_is_ipv6, zone = with_zone && u->zone_id != NULL;
     bool query = with_target && u->query != NULL;
 
     assert(u->buf != NULL);
     *--d = '\0';
     if (always_port || u->port != default_port(u->scheme)) {
-        unsigned v = u->port;
-        do {
-            *--d = (char)('0' + v % 10);
-            v /= 10;
-        } while (v != 0);
+        d = sl__u64_dec(d, u->port);
         *--d = ':';
     }
     const char *parts[] = {with_scheme ? u->scheme : NULL,
@@ -671,7 +667,7 @@ static char *format_url(const struct sl__url *u, bool with_scheme, bool with_zon
                            with_target ? u->path : NULL,
                            query ? "?" : NULL,
                            query ? u->query : NULL};
-    return concat_alloc(parts, COUNT_OF(parts));
+    return concat_alloc(parts, SL__ARRAY_SIZE(parts));
 }
 
 char *sl__url_target(const struct sl__url *u)
@@ -679,7 +675,7 @@ char *sl__url_target(const struct sl__url *u)
     const char *parts[] = {u->path, u->query != NULL ? "?" : NULL, u->query};
 
     assert(u->buf != NULL);
-    return concat_alloc(parts, COUNT_OF(parts));
+    return concat_alloc(parts, SL__ARRAY_SIZE(parts));
 }
 
 char *sl__url_host_header(const struct sl__url *u)

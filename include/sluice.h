@@ -685,10 +685,10 @@ typedef struct sl_client_opts_s {
      * TLS_CHACHA20_POLY1305_SHA256; TLS 1.2: ECDHE-ECDSA/RSA with AES128-GCM,
      * then AES256-GCM, then CHACHA20-POLY1305, then the tail browsers keep
      * for old TLS 1.2 servers: ECDHE with AES-CBC, then RSA key exchange),
-     * with ChaCha20-Poly1305 first instead on CPUs without AES instructions. Like the other strings,
-     * copied by sl_client_new(), which checks them: a list OpenSSL can use
-     * nothing of (or an empty one) fails it with SL_ETLS. Names OpenSSL does
-     * not know are skipped, as in curl. */
+     * with ChaCha20-Poly1305 first instead on CPUs without AES instructions.
+     * Like the other strings, copied by sl_client_new(), which checks them:
+     * a list OpenSSL can use nothing of (or an empty one) fails it with
+     * SL_ETLS. Names OpenSSL does not know are skipped, as in curl. */
     const char *tls_ciphers;   /* TLS 1.2, OpenSSL's cipher-list syntax (curl --ciphers):
                                   "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256" */
     const char *tls13_ciphers; /* TLS 1.3 suite names joined by ':' (curl --tls13-ciphers):

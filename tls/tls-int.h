@@ -64,11 +64,13 @@ struct sl__tls_ctx_opts {
 void sl__tls_ctx_opts_init(struct sl__tls_ctx_opts *o);
 
 /* sluice's default cipher order (static strings), the order browsers, Go
- * and BoringSSL use: AEAD suites only, with forward secrecy (ECDHE in TLS
- * 1.2), AES-128-GCM before AES-256-GCM (as safe, cheaper), and
- * ChaCha20-Poly1305 first instead when the CPU has no AES instructions
- * (AES-NI and PCLMULQDQ on x86, the AES and PMULL extensions on arm64;
- * anything else counts as none). Checked once per process. Any thread. */
+ * and BoringSSL use: AEAD suites with forward secrecy (ECDHE in TLS 1.2)
+ * first, then for TLS 1.2 only the browsers' compatibility tail (ECDHE with
+ * AES-CBC, then RSA key exchange); AES-128-GCM before AES-256-GCM (as safe,
+ * cheaper), and ChaCha20-Poly1305 first instead when the CPU has no AES
+ * instructions (AES-NI and PCLMULQDQ on x86, the AES and PMULL extensions
+ * on arm64; anything else counts as none). Checked once per process. Any
+ * thread. */
 void sl__tls_default_ciphers(const char **ciphers, const char **ciphersuites);
 
 /* Whether OpenSSL can use the cipher list `ciphers` (TLS 1.2) and the

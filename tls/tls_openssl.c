@@ -20,8 +20,9 @@
  * plus such messages, and is freed as soon as it drains. Plaintext is fed
  * one record at a time, gathered from the iovec when its pieces are small.
  *
- * Cipher order: AEAD suites with forward secrecy only, AES-128-GCM first,
- * as browsers, Go and BoringSSL offer them (a server that honours the
+ * Cipher order: AEAD suites with forward secrecy first, AES-128-GCM first
+ * among them (for TLS 1.2, the browsers' CBC tail after them), as browsers,
+ * Go and BoringSSL offer them (a server that honours the
  * client's order, nginx's default, then picks it rather than AES-256-GCM);
  * ChaCha20-Poly1305 first on CPUs without AES instructions, asked once per
  * process (cpu_has_aes_gcm).
